@@ -1,0 +1,13 @@
+"""crdetect: deep-learning cosmic-ray detection for astronomical CCD images."""
+
+__version__ = "0.1.0"
+
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .errors import CheckpointError, CRDetectError, InputError, OutputError  # noqa: E402
+from .inference import CRDetector, DetectionResult, load_detector  # noqa: E402
+from .models import count_parameters, create_model, list_models, register_model  # noqa: E402
+from .preprocessing import FrameStatistics, Preprocessing  # noqa: E402
+
+__all__ = ["CRDetector", "CRDetectError", "CheckpointError", "DetectionResult", "FrameStatistics", "InputError",
+           "OutputError", "Preprocessing", "__version__", "count_parameters", "create_model", "list_models",
+           "load_checkpoint", "load_detector", "register_model", "save_checkpoint"]

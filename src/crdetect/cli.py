@@ -1,0 +1,157 @@
+"""Command-line interface: ``crdetect detect``, ``crdetect models`` and the study's other commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import CRDetectError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_FILE = Path(__file__).parent / "samples" / "saao_a8280271.fits.fz"
+
+
+def _expand_inputs(items: list[str]) -> list[Path]:
+    """Files, directories (their FITS files) and glob patterns, in order, without duplicates."""
+    from .data.fits_io import FITS_SUFFIXES
+
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.name.lower().endswith(FITS_SUFFIXES) and p.is_file())
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            matches = sorted(Path().glob(item)) if not path.is_absolute() else sorted(
+                Path(path.anchor).glob(str(path.relative_to(path.anchor))))
+            if not matches:
+                raise CRDetectError(f"no file matches {item!r}")
+            paths += matches
+        else:
+            paths.append(path)
+    seen, unique = set(), []
+    for p in paths:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    return unique
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data.fits_io import output_path_for, read_science_hdus, write_detection
+    from .inference import load_detector
+
+    inputs = _expand_inputs(args.files) + ([SAMPLE_FILE] if args.sample else [])
+    if not inputs:
+        raise CRDetectError("no input files; pass FITS files, directories or globs (or --sample)")
+    detector = load_detector(args.model, device=args.device, threshold=args.threshold)
+    out_dir = Path(args.out_dir)
+    failures: list[tuple[Path, str]] = []
+    for path in tqdm(inputs, desc="crdetect", unit="file", disable=args.quiet or len(inputs) < 2):
+        out_path = output_path_for(path, out_dir)
+        try:
+            if out_path.exists() and args.skip_existing:
+                logger.info("%s exists, skipped", out_path)
+                continue
+            if out_path.exists() and not args.overwrite:
+                raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
+                                    "(or --skip-existing to keep it)")
+            results = []
+            for science in read_science_hdus(path, args.hdu):
+                result = detector.predict(science.data, tile=args.tile or None)
+                results.append((science, result))
+                if not args.quiet:
+                    print(f"{path.name}[{science.label}]: {int(result.mask.sum())} CR pixels "
+                          f"({100 * result.cr_fraction:.3f} %)")
+            write_detection(path, out_path, results, detector.name, overwrite=args.overwrite)
+            if not args.quiet:
+                print(f"wrote {out_path}")
+        except Exception as err:  # one bad file must not stop a batch of thousands
+            message = str(err) if isinstance(err, CRDetectError) else f"{type(err).__name__}: {err}"
+            logger.debug("failure on %s", path, exc_info=True)
+            failures.append((path, message))
+            print(f"error: {path}: {message}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(inputs)} files failed:", file=sys.stderr)
+        for path, message in failures:
+            print(f"  {path}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .inference import shipped_weights
+    from .models import count_parameters, create_model, list_models, model_description
+
+    names = list_models(args.pattern)
+    if not names:
+        raise CRDetectError(f"no model matches {args.pattern!r}")
+    width = max(len(n) for n in names)
+    print(f"{'name':<{width}}  {'params':>9}  {'weights':<8}  description")
+    for name in names:
+        weights = "shipped" if shipped_weights(name) else "-"
+        print(f"{name:<{width}}  {count_parameters(create_model(name)):>9,}  {weights:<8}  {model_description(name)}")
+    if shipped_weights("default"):
+        print("\n'default' (used by `crdetect detect`) is a shipped checkpoint: see crdetect/weights/.")
+    else:
+        print("\nNo trained default model is shipped yet: `crdetect detect` needs --model CHECKPOINT.pt.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.")
+    parser.add_argument("--version", action="version", version=f"crdetect {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    detect = sub.add_parser("detect", help="detect cosmic rays in FITS files")
+    detect.add_argument("files", nargs="*", help="FITS files, directories or glob patterns")
+    detect.add_argument("--sample", action="store_true", help="also process the sample frame shipped with crdetect")
+    detect.add_argument("--model", default="default", help="shipped model name, checkpoint path or registry name")
+    detect.add_argument("--out-dir", default="crdetect_out", help="output directory (default: %(default)s)")
+    detect.add_argument("--hdu", default=None, help="HDU index or EXTNAME, or 'all' for every 2-D image HDU "
+                        "(default: the first 2-D image HDU)")
+    detect.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
+    detect.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    detect.add_argument("--tile", type=int, default=512, help="tile size in pixels; 0 for whole frames")
+    detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
+    detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    detect.set_defaults(func=cmd_detect)
+
+    models = sub.add_parser("models", help="list the registered models with their parameter counts")
+    models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tunet_*'")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CRDetectError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # anything unforeseen: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

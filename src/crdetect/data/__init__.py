@@ -1,0 +1,1 @@
+"""Data: FITS input/output, simulated benchmarks, CR injection and labels from exposure stacks."""

@@ -1,0 +1,284 @@
+"""Inference: run a CR model on frames of any size, whole or in exact overlapping tiles.
+
+Tiling is done so that, for local models (convolutional nets with BatchNorm), the tiled result equals
+the whole-frame result: the frame is reflect-padded once to the model's pooling multiple, tiles start
+on that multiple, each tile contributes only pixels at least ``context_margin`` from its inner edges,
+and overlapping contributions are averaged. Peers tile without overlap (seams, deepCR) or crop the
+frame to a multiple of 16 (lost edges, Cosmic-CoNN); neither happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .checkpoint import CheckpointInfo, load_checkpoint, unwrap_model
+from .errors import InputError
+from .models import check_model_name, create_model
+from .models.layers import pad_to_multiple
+from .preprocessing import FrameStatistics, Preprocessing, frame_statistics
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TILE = 512
+DEFAULT_BATCH_SIZE = 4
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass
+class DetectionResult:
+    """Everything a detection produced for one frame.
+
+    Attributes
+    ----------
+    probability : ndarray of float32
+        CR probability per pixel, same shape as the input; 0 where the input was not finite.
+    mask : ndarray of bool
+        ``probability >= threshold``, never true at non-finite input pixels.
+    nonfinite : ndarray of bool
+        Pixels that were NaN or inf in the input (never flagged).
+    threshold : float
+        Threshold used for ``mask``.
+    statistics : FrameStatistics
+        Sky and noise used to normalise the frame.
+    """
+
+    probability: np.ndarray
+    mask: np.ndarray
+    nonfinite: np.ndarray
+    threshold: float
+    statistics: FrameStatistics
+
+    @property
+    def cr_fraction(self) -> float:
+        """Fraction of pixels flagged as CR."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def as_image(image, name: str = "image") -> np.ndarray:
+    """Validate a user image and return it as a native-endian float32 2-D array.
+
+    Integer (and big-endian, as FITS stores) data are converted; anything not 2-D, empty, complex
+    or non-numeric is refused with a message saying what to pass instead.
+    """
+    try:
+        array = np.asarray(image)
+    except Exception as err:
+        raise InputError(f"{name} cannot be read as an array: {err}") from None
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{name} has dtype {array.dtype}; pass a real-valued numeric 2-D image")
+    if array.ndim != 2:
+        hint = " For a cube, pass one plane at a time (image[i])." if array.ndim == 3 else ""
+        raise InputError(f"{name} must be 2-D (rows, columns), got {array.ndim}-D with shape {array.shape}.{hint}")
+    if array.size == 0:
+        raise InputError(f"{name} is empty (shape {array.shape})")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available; otherwise the named device, checked to exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+
+
+def tile_origins(length: int, tile: int, margin: int) -> list[int]:
+    """Start positions of tiles of size ``tile`` covering ``length`` with ``margin`` px of context.
+
+    Consecutive tiles overlap by ``2 * margin`` so that every pixel is in the core of some tile;
+    the last tile is shifted back to end exactly at ``length``.
+    """
+    if length <= tile:
+        return [0]
+    stride = tile - 2 * margin
+    origins = list(range(0, length - tile, stride))
+    origins.append(length - tile)
+    return origins
+
+
+def _core_window(origin: int, tile: int, length: int, margin: int) -> tuple[int, int]:
+    """The tile-relative range whose predictions are kept: all but the margins facing other tiles."""
+    start = margin if origin > 0 else 0
+    stop = tile - margin if origin + tile < length else tile
+    return start, stop
+
+
+class CRDetector:
+    """A CR model plus the preprocessing and threshold it was trained with.
+
+    Build one with :func:`load_detector`. Methods take 2-D images in their own units.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Model mapping (N, 1, H, W) normalised images to logits.
+    preprocessing : Preprocessing
+        How the model expects its input to be scaled.
+    threshold : float
+        Default probability threshold of :meth:`detect`.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``...
+    name : str
+        Human-readable model name, written into output headers.
+    info : CheckpointInfo, optional
+        Metadata of the checkpoint the model came from.
+    """
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing | None = None, threshold: float = 0.5,
+                 device: str | torch.device = "auto", name: str | None = None,
+                 info: CheckpointInfo | None = None) -> None:
+        self.device = resolve_device(device)
+        self.model = unwrap_model(model).to(self.device).eval()
+        self.preprocessing = preprocessing or Preprocessing()
+        self.threshold = float(threshold)
+        self.name = name or getattr(self.model, "model_name", type(self.model).__name__)
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"CRDetector(name={self.name!r}, threshold={self.threshold}, device={str(self.device)!r})"
+
+    @property
+    def pad_multiple(self) -> int:
+        return int(getattr(self.model, "pad_multiple", 1))
+
+    @property
+    def context_margin(self) -> int:
+        return int(getattr(self.model, "context_margin", 32))
+
+    def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
+                overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                statistics: FrameStatistics | None = None) -> DetectionResult:
+        """Probability map, mask and diagnostics for one frame.
+
+        Parameters
+        ----------
+        image : array_like
+            2-D frame in its own units (ADU or electrons; the preprocessing is unit-free).
+        threshold : float, optional
+            Probability threshold; the detector's default when omitted.
+        tile : int or None
+            Tile side in pixels (rounded up to the model's pooling multiple); ``None`` runs the whole
+            frame at once (fastest on GPU for small frames, most memory).
+        overlap : int, optional
+            Context margin kept around each tile's core, in pixels; the model's receptive-field
+            margin by default. Tiles overlap by twice this.
+        batch_size : int
+            Tiles per forward pass.
+        statistics : FrameStatistics, optional
+            Sky and noise of the frame (e.g. from gain and read noise); estimated robustly if omitted.
+        """
+        image = as_image(image)
+        nonfinite = ~np.isfinite(image)
+        if nonfinite.all():
+            raise InputError("the image has no finite pixels (all NaN or inf); nothing to detect")
+        if nonfinite.any():
+            logger.warning("%d non-finite pixels (NaN/inf) are treated as sky and never flagged", nonfinite.sum())
+        stats = statistics or frame_statistics(image)
+        normalised = self.preprocessing.normalise(image, stats)
+        probability = self._predict_normalised(normalised, tile, overlap, batch_size)
+        probability[nonfinite] = 0.0
+        threshold = self.threshold if threshold is None else float(threshold)
+        return DetectionResult(probability, (probability >= threshold) & ~nonfinite, nonfinite, threshold, stats)
+
+    def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
+                      batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None) -> np.ndarray:
+        """CR probability (float32, shape of ``image``); see :meth:`predict` for the parameters."""
+        return self.predict(image, tile=tile, overlap=overlap, batch_size=batch_size,
+                            statistics=statistics).probability
+
+    def detect(self, image, threshold: float | None = None, **kwargs) -> np.ndarray:
+        """Boolean CR mask (shape of ``image``); see :meth:`predict` for the parameters."""
+        return self.predict(image, threshold=threshold, **kwargs).mask
+
+    @torch.inference_mode()
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch[:, None]).to(self.device)
+        return torch.sigmoid(self.model(x)).float()[:, 0].cpu().numpy()
+
+    def _predict_normalised(self, image: np.ndarray, tile: int | None, overlap: int | None,
+                            batch_size: int) -> np.ndarray:
+        height, width = image.shape
+        multiple = self.pad_multiple
+        # Pad once for the whole frame, exactly as the model pads a whole frame itself, so tiles
+        # see the same pixels (and the same pooling grid) as a whole-frame pass.
+        padded, _ = pad_to_multiple(torch.from_numpy(image)[None, None], multiple)
+        padded = padded[0, 0].numpy()
+        pad_h, pad_w = padded.shape
+        if tile is None or (pad_h <= tile and pad_w <= tile):
+            return self._run(padded[None])[0, :height, :width].copy()
+
+        tile = int(np.ceil(tile / multiple) * multiple)
+        margin = self.context_margin if overlap is None else int(overlap)
+        margin = int(np.ceil(margin / multiple) * multiple)
+        if tile <= 2 * margin:
+            raise InputError(f"tile ({tile}) must be larger than twice the overlap ({margin}); "
+                             "use a larger tile or a smaller overlap")
+        tile_h, tile_w = min(tile, pad_h), min(tile, pad_w)
+        windows = [(y, x) for y in tile_origins(pad_h, tile_h, margin) for x in tile_origins(pad_w, tile_w, margin)]
+        total = np.zeros((pad_h, pad_w), np.float32)
+        weight = np.zeros((pad_h, pad_w), np.float32)
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start:start + batch_size]
+            batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
+            for (y, x), prob in zip(chunk, self._run(batch)):
+                y0, y1 = _core_window(y, tile_h, pad_h, margin)
+                x0, x1 = _core_window(x, tile_w, pad_w, margin)
+                total[y + y0:y + y1, x + x0:x + x1] += prob[y0:y1, x0:x1]
+                weight[y + y0:y + y1, x + x0:x + x1] += 1.0
+        return (total / weight)[:height, :width]
+
+
+def shipped_weights(name: str) -> Path | None:
+    """Path of the checkpoint shipped in the package for ``name`` (e.g. ``"default"``), if any."""
+    path = WEIGHTS_DIR / f"{name}.pt"
+    return path if path.is_file() else None
+
+
+def load_detector(model: str | os.PathLike | nn.Module = "default", device: str | torch.device = "auto",
+                  threshold: float | None = None) -> CRDetector:
+    """Build a :class:`CRDetector` from a shipped model name, a registry name, a checkpoint or a module.
+
+    Parameters
+    ----------
+    model : str, path or nn.Module
+        ``"default"`` or another shipped model (see ``crdetect models``); a checkpoint path
+        (``.pt``); a registry name (an *untrained* network, for experiments); or a module.
+    device : str or torch.device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
+    threshold : float, optional
+        Override the checkpoint's default probability threshold.
+    """
+    if isinstance(model, nn.Module):
+        detector = CRDetector(model, device=device)
+    else:
+        spec = str(model)
+        path = shipped_weights(spec) or (Path(spec) if (spec.endswith(".pt") or Path(spec).is_file()) else None)
+        if path is not None:
+            net, info = load_checkpoint(path)
+            name = spec if shipped_weights(spec) else path.name
+            detector = CRDetector(net, info.preprocessing, info.threshold, device, name=f"{name} ({info.model_name})",
+                                  info=info)
+        elif spec == "default":
+            raise InputError("no default model is shipped with this installation of crdetect; "
+                             "pass --model with a checkpoint path")
+        else:
+            check_model_name(spec)
+            logger.warning("model %r has no trained weights: its predictions are meaningless until trained "
+                           "(`crdetect train`)", spec)
+            detector = CRDetector(create_model(spec), device=device, name=f"{spec} (untrained)")
+    if threshold is not None:
+        detector.threshold = float(threshold)
+    return detector

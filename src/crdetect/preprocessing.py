@@ -1,0 +1,135 @@
+"""Input normalisation, recorded in every checkpoint and applied identically in training and inference.
+
+deepCR normalised its inputs one way in training and another in inference; here the single
+:class:`Preprocessing` object travels with the model, and both the training data pipeline and
+:class:`crdetect.inference.CRDetector` call :meth:`Preprocessing.normalise`.
+
+The default scaling is unit-free: the frame's sky level is subtracted and the result divided by its
+noise, so the network sees signal-to-noise whatever the instrument's units (ADU or electrons) and gain.
+A soft asinh stretch then compresses the huge dynamic range of saturated stars and strong hits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from astropy.stats import sigma_clipped_stats
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Frames larger than this are subsampled on a regular grid to estimate sky and noise (fast, deterministic).
+_MAX_STATISTICS_PIXELS = 1_000_000
+
+
+@dataclass(frozen=True)
+class FrameStatistics:
+    """Sky level and noise of a frame, in the frame's own units."""
+
+    sky: float
+    sigma: float
+
+
+def noise_from_detector(sky: float, gain: float, read_noise: float) -> float:
+    """Expected noise (same units as ``sky``, ADU) of a sky-dominated pixel: sqrt(sky*g + rn^2) / g.
+
+    Parameters
+    ----------
+    sky : float
+        Sky level in ADU (before subtraction).
+    gain : float
+        Gain in electrons per ADU.
+    read_noise : float
+        Read noise in electrons.
+    """
+    if gain <= 0 or read_noise < 0:
+        raise InputError(f"gain must be > 0 and read noise >= 0, got gain={gain}, read_noise={read_noise}")
+    return float(np.sqrt(max(sky, 0.0) * gain + read_noise**2) / gain)
+
+
+def frame_statistics(image: np.ndarray) -> FrameStatistics:
+    """Robust sky (sigma-clipped median) and noise (sigma-clipped MAD standard deviation) of a frame.
+
+    Non-finite pixels are ignored. Large frames are subsampled on a regular grid, which is both fast
+    and deterministic, so tiled and whole-frame inference see the same numbers.
+    """
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        raise InputError("the image has no finite pixels (all NaN or inf); nothing to detect")
+    step = max(1, finite.size // _MAX_STATISTICS_PIXELS)
+    sample = finite[::step].astype(np.float64)
+    _, median, std = sigma_clipped_stats(sample, sigma=3.0, maxiters=5, stdfunc="mad_std")
+    if not np.isfinite(std) or std <= 0:
+        # A constant (e.g. all-zero) frame or one dominated by a single value: fall back to the
+        # plain standard deviation, and to 1 if the frame is truly flat.
+        std = float(np.std(sample)) or 1.0
+        logger.warning("the frame's noise could not be estimated (constant sky); using sigma=%g", std)
+    return FrameStatistics(sky=float(median), sigma=float(std))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model expects its input to be scaled.
+
+    Parameters
+    ----------
+    subtract_sky : bool
+        Subtract the frame's robust sky level (sigma-clipped median).
+    scale : {"noise", "fixed"}
+        ``"noise"`` divides by the frame's robust noise sigma (signal-to-noise units, independent of
+        gain and units); ``"fixed"`` divides by ``fixed_scale`` (e.g. deepCR-style constant scaling).
+    fixed_scale : float
+        Divisor for ``scale="fixed"``.
+    asinh_softening : float or None
+        If set, apply ``asinh(x / s)`` to the scaled image: linear within about ``s`` sigma,
+        logarithmic beyond, so saturated stars (1e4 sigma) stay in a range the network handles.
+    """
+
+    subtract_sky: bool = True
+    scale: str = "noise"
+    fixed_scale: float = 1.0
+    asinh_softening: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        if self.scale not in ("noise", "fixed"):
+            raise ValueError(f"unknown scale {self.scale!r}; choose 'noise' or 'fixed'")
+        if self.fixed_scale <= 0 or (self.asinh_softening is not None and self.asinh_softening <= 0):
+            raise ValueError("fixed_scale and asinh_softening must be positive")
+
+    def to_dict(self) -> dict:
+        """Plain dict for checkpoints and YAML."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocessing":
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer checkpoint format)."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; upgrade crdetect to read this checkpoint")
+        return cls(**values)
+
+    def normalise(self, image: np.ndarray, stats: FrameStatistics | None = None) -> np.ndarray:
+        """Scale ``image`` as the model expects; non-finite pixels become 0 (the sky level).
+
+        Parameters
+        ----------
+        image : ndarray
+            2-D (or stacked N-D) float image in its own units.
+        stats : FrameStatistics, optional
+            Sky and noise to use; estimated from ``image`` when omitted. Pass them explicitly when
+            normalising cut-outs (patches, tiles) of a larger frame so all pieces share one scaling.
+        """
+        if stats is None:
+            stats = frame_statistics(image)
+        out = np.array(image, dtype=np.float32, copy=True)
+        if self.subtract_sky:
+            out -= np.float32(stats.sky)
+        out /= np.float32(stats.sigma if self.scale == "noise" else self.fixed_scale)
+        if self.asinh_softening is not None:
+            s = np.float32(self.asinh_softening)
+            np.arcsinh(out / s, out=out)
+        out[~np.isfinite(out)] = 0.0
+        return out

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data beside the repository and small checkpoints made on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real frames and the CR footprint library). In CI it must be there."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_DATA} is missing in CI")
+        pytest.skip("../shared/data is not beside this checkout")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A small untrained deepCR-style U-Net saved as a crdetect checkpoint (fast CLI tests)."""
+    from crdetect import Preprocessing, create_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("deepcr_unet", base_channels=8)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, model, Preprocessing(), threshold=0.5, metrics={"note": "untrained"})
+    return path

@@ -1,0 +1,98 @@
+"""Self-describing checkpoints: round trip, and clear errors for every kind of bad file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crdetect import CheckpointError, Preprocessing, create_model, load_checkpoint, load_detector, save_checkpoint
+from crdetect.errors import InputError
+
+
+def test_round_trip_keeps_weights_preprocessing_and_metadata(tmp_path):
+    torch.manual_seed(1)
+    model = create_model("tunet_4", num_layers=2)
+    pre = Preprocessing(asinh_softening=5.0)
+    path = save_checkpoint(tmp_path / "m.pt", model, pre, threshold=0.3, training_config={"lr": 1e-3},
+                           metrics={"val_dice": 0.9})
+    loaded, info = load_checkpoint(path)
+    assert info.model_name == "tunet_4" and info.model_kwargs == {"num_layers": 2}
+    assert info.preprocessing == pre and info.threshold == 0.3 and info.metrics == {"val_dice": 0.9}
+    assert info.training_config == {"lr": 1e-3} and info.crdetect_version
+    assert not loaded.training
+    x = torch.randn(1, 1, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
+
+
+def test_wrapped_models_are_saved_unwrapped(tmp_path):
+    model = create_model("deepcr_unet", base_channels=8)
+    path = save_checkpoint(tmp_path / "m.pt", torch.nn.DataParallel(model), Preprocessing())
+    payload = torch.load(path, weights_only=True)
+    assert not any(k.startswith("module.") for k in payload["state_dict"])
+    # and prefixed state dicts (from other tools) load
+    payload["state_dict"] = {f"module._orig_mod.{k}": v for k, v in payload["state_dict"].items()}
+    torch.save(payload, tmp_path / "prefixed.pt")
+    load_checkpoint(tmp_path / "prefixed.pt")
+
+
+def test_detector_from_checkpoint_uses_its_threshold(tmp_path, tiny_checkpoint):
+    detector = load_detector(tiny_checkpoint, device="cpu")
+    assert detector.threshold == 0.5 and "deepcr_unet" in detector.name
+    assert load_detector(str(tiny_checkpoint), device="cpu", threshold=0.2).threshold == 0.2
+    probability = detector.predict_proba(np.random.default_rng(0).normal(size=(40, 40)))
+    assert probability.shape == (40, 40)
+
+
+def test_corrupt_and_foreign_files_get_clear_errors(tmp_path, tiny_checkpoint):
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt, truncated or not a PyTorch file"):
+        load_checkpoint(truncated)
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(text)
+    bare = tmp_path / "bare.pt"
+    torch.save(create_model("deepcr_unet").state_dict(), bare)
+    with pytest.raises(CheckpointError, match="not a crdetect checkpoint"):
+        load_checkpoint(bare)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path, tiny_checkpoint):
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["model_kwargs"] = {}  # claims the 32-channel model, holds 8-channel weights
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not fit model 'deepcr_unet'"):
+        load_checkpoint(tmp_path / "mismatch.pt")
+    payload["model_name"] = "no_such_net"
+    torch.save(payload, tmp_path / "unknown.pt")
+    with pytest.raises(CheckpointError, match="unknown model 'no_such_net'"):
+        load_checkpoint(tmp_path / "unknown.pt")
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="upgrade crdetect"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_unknown_model_name_in_load_detector():
+    with pytest.raises(ValueError, match="Did you mean 'deepcr_unet'"):
+        load_detector("deepcr-unet")
+
+
+def test_untrained_registry_model_warns(caplog):
+    detector = load_detector("unet", device="cpu")
+    assert "untrained" in detector.name
+    assert "no trained weights" in caplog.text
+
+
+def test_cuda_request_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        load_detector("unet", device="cuda")

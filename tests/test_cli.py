@@ -1,0 +1,163 @@
+"""`crdetect detect` and `crdetect models` on real frames from ../shared/data/real and on broken files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from crdetect.cli import SAMPLE_FILE, main
+from crdetect.data.fits_io import read_science_hdus
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_models_table_lists_every_model_with_its_count(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "deepcr_unet" in out and "467,233" in out and "tunet_9" in out and "450,073" in out
+
+
+def test_detect_gmos_writes_mask_and_probability_and_leaves_the_input_alone(shared_data, tiny_checkpoint, tmp_path):
+    """Gemini GMOS-S long-slit cutout from astroscrappy's tests: SCI/VAR/SKYFIT, empty primary."""
+    source = shared_data / "real" / "a1_gmos_astroscrappy" / "gmos.fits"
+    before = _sha(source)
+    assert main(["detect", str(source), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path)]) == 0
+    assert _sha(source) == before
+    out = tmp_path / "gmos_crmask.fits"
+    with fits.open(out) as hdul:
+        names = [h.name for h in hdul]
+        assert names == ["PRIMARY", "SCI", "VAR", "SKYFIT", "CRMASK", "CRPROB"]
+        mask, prob = hdul["CRMASK"].data, hdul["CRPROB"].data
+        assert mask.dtype == np.uint8 and mask.shape == (150, 200)
+        assert prob.dtype == np.float32 and prob.shape == (150, 200)
+        assert hdul["CRMASK"].header["CRSCINAM"] == "SCI" and hdul["CRMASK"].header["CRSCIEXT"] == 1
+        assert "tiny.pt" in hdul["CRPROB"].header["CRMODEL"] and hdul["CRPROB"].header["CRTHRESH"] == 0.5
+        np.testing.assert_array_equal(mask, (prob >= 0.5).astype(np.uint8))
+        with fits.open(source) as original:
+            np.testing.assert_array_equal(hdul["SCI"].data, original["SCI"].data)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_refuses_to_overwrite_unless_asked(shared_data, tiny_checkpoint, tmp_path, capsys):
+    source = shared_data / "real" / "b1_hsc_lsst" / "hsc_crs.fits"
+    args = ["detect", str(source), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert main(args) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert main(args + ["--skip-existing"]) == 0
+
+
+def test_integer_sample_is_copied_bit_for_bit(tiny_checkpoint, tmp_path):
+    """The bundled SAAO raw frame: uint16 stored as int16 + BZERO, RICE-compressed."""
+    assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path), "-q"]) == 0
+    out = tmp_path / "saao_a8280271_crmask.fits"
+    with fits.open(out) as hdul, fits.open(SAMPLE_FILE) as original:
+        np.testing.assert_array_equal(hdul["SCI"].data, original["SCI"].data)
+        assert hdul["CRMASK"].data.shape == original["SCI"].data.shape == (520, 536)
+
+
+def test_every_image_hdu_of_a_multi_extension_file(tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mef.fits"
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(rng.normal(100, 5, (40, 30)).astype(">f4"), name=f"CCD{i}")
+                                        for i in range(1, 4)]).writeto(path)
+    assert main(["detect", str(path), "--hdu", "all", "--model", str(tiny_checkpoint), "--out-dir",
+                 str(tmp_path / "out"), "-q"]) == 0
+    with fits.open(tmp_path / "out" / "mef_crmask.fits") as hdul:
+        masks = [h for h in hdul if h.name == "CRMASK"]
+        assert [h.header["CRSCINAM"] for h in masks] == ["CCD1", "CCD2", "CCD3"]
+        assert [h.ver for h in masks] == [1, 2, 3]
+    scis = read_science_hdus(path, "CCD2")
+    assert len(scis) == 1 and scis[0].index == 2 and scis[0].data.dtype == np.float32
+    assert scis[0].data.dtype.isnative
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: fits.PrimaryHDU(np.zeros(10, np.float32)).writeto(p), "no 2-D image HDU"),
+    (lambda p: fits.PrimaryHDU(np.zeros((2, 3, 4), np.float32)).writeto(p), "no 2-D image HDU"),
+    (lambda p: p.write_bytes(b"SIMPLE  = T" + b" " * 100), "corrupt, truncated or not FITS"),
+    (lambda p: p.write_text("not a fits file"), "corrupt, truncated or not FITS"),
+])
+def test_bad_files_exit_nonzero_with_one_clear_line(make, message, tiny_checkpoint, tmp_path, capsys):
+    path = tmp_path / "bad.fits"
+    make(path)
+    assert main(["detect", str(path), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "bad_crmask.fits").exists()
+
+
+def test_truncated_real_file(shared_data, tiny_checkpoint, tmp_path, capsys):
+    data = (shared_data / "real" / "b4_kpno_m51_devpix_maskfill" / "m51_org.fits").read_bytes()
+    path = tmp_path / "m51_cut.fits"
+    path.write_bytes(data[: len(data) // 2])
+    assert main(["detect", str(path), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path / "o")]) == 1
+    assert "truncated" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "m51_cut_crmask.fits").exists()
+
+
+def test_missing_hdu_and_3d_hdu(tiny_checkpoint, tmp_path, capsys):
+    path = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 8, 8), np.float32), name="CUBE")]).writeto(path)
+    common = ["--model", str(tiny_checkpoint), "--out-dir", str(tmp_path / "o")]
+    assert main(["detect", str(path), "--hdu", "SCI"] + common) == 1
+    assert "has no HDU 'SCI'; HDUs are: 0:PRIMARY (no image), 1:CUBE (8x8x2)" in capsys.readouterr().err
+    assert main(["detect", str(path), "--hdu", "1"] + common) == 1
+    assert "is 3-D" in capsys.readouterr().err
+    assert main(["detect", str(path), "--hdu", "7"] + common) == 1
+    assert "has no HDU '7'" in capsys.readouterr().err
+
+
+def test_unknown_model_exits_with_suggestion(tmp_path, capsys):
+    assert main(["detect", "--sample", "--model", "deepcr-unet", "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'deepcr_unet'" in err and err.count("\n") == 1
+
+
+def test_failed_file_does_not_stop_the_batch(shared_data, tiny_checkpoint, tmp_path, capsys):
+    good = shared_data / "real" / "b6_eso_emmi_sep" / "image.fits"
+    missing = tmp_path / "vanished.fits"
+    assert main(["detect", str(missing), str(good), "--model", str(tiny_checkpoint), "--out-dir",
+                 str(tmp_path / "o"), "-q"]) == 1
+    assert (tmp_path / "o" / "image_crmask.fits").exists()
+    assert "1 of 2 files failed" in capsys.readouterr().err
+
+
+def test_directory_and_glob_inputs(shared_data, tiny_checkpoint, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("image.fits",):
+        shutil.copy(shared_data / "real" / "b6_eso_emmi_sep" / name, folder / name)
+    shutil.copy(shared_data / "real" / "b1_hsc_lsst" / "hsc_crs.fits", folder / "hsc.fits")
+    assert main(["detect", str(folder), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path / "a"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["hsc_crmask.fits", "image_crmask.fits"]
+    assert main(["detect", str(folder / "h*.fits"), "--model", str(tiny_checkpoint), "--out-dir",
+                 str(tmp_path / "b"), "-q"]) == 0
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["hsc_crmask.fits"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
+def test_read_only_output_directory(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(out)]) == 1
+        assert "cannot write into" in capsys.readouterr().err
+    finally:
+        out.chmod(0o700)
+
+
+def test_output_directory_that_cannot_be_created(tiny_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(blocker / "sub")]) == 1
+    assert "cannot write into" in capsys.readouterr().err

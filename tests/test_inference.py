@@ -1,0 +1,121 @@
+"""Tiled inference equals whole-frame inference; bad pixels and bad inputs are handled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crdetect import CRDetector, InputError, Preprocessing, create_model, list_models
+from crdetect.inference import tile_origins
+
+LOCAL_MODELS = [n for n in list_models() if create_model(n).is_local]
+
+
+def _detector(name: str = "deepcr_unet", **kwargs) -> CRDetector:
+    torch.manual_seed(0)
+    return CRDetector(create_model(name, **kwargs), Preprocessing(), device="cpu")
+
+
+def _frame(shape, seed=1):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(1000.0, 20.0, shape).astype(np.float32)
+    image[rng.integers(0, shape[0], 20), rng.integers(0, shape[1], 20)] += 3000.0  # CR-like spikes
+    return image
+
+
+def test_tile_origins_cover_the_length_with_the_last_tile_flush():
+    assert tile_origins(100, 128, 16) == [0]
+    assert tile_origins(300, 128, 16) == [0, 96, 172]
+    assert tile_origins(256, 128, 32) == [0, 64, 128]
+
+
+@pytest.mark.parametrize("name", LOCAL_MODELS)
+def test_tiled_equals_whole_frame_for_local_models(name):
+    detector = _detector(name)
+    image = _frame((301, 517))  # odd sizes: the last tile is shifted, edges are padded
+    whole = detector.predict_proba(image, tile=None)
+    tiled = detector.predict_proba(image, tile=128, batch_size=3)
+    assert tiled.shape == image.shape and tiled.dtype == np.float32
+    np.testing.assert_allclose(tiled, whole, atol=1e-6)
+    # the last rows and columns are predicted like every other pixel
+    np.testing.assert_allclose(tiled[-1], whole[-1], atol=1e-6)
+    np.testing.assert_allclose(tiled[:, -1], whole[:, -1], atol=1e-6)
+
+
+def test_global_models_tile_close_to_whole_frame():
+    """GroupNorm and attention see the whole tile, so tiling is not exact; it stays close."""
+    detector = _detector("cosmic_conn")
+    image = _frame((200, 300))
+    assert not detector.model.is_local
+    whole, tiled = detector.predict_proba(image, tile=None), detector.predict_proba(image, tile=128)
+    assert np.abs(tiled - whole).max() < 0.1
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (1, 700), (700, 1), (2, 2)])
+def test_tiny_and_one_pixel_wide_frames(shape):
+    detector = _detector(base_channels=8)
+    image = _frame(shape)
+    for tile in (None, 128):
+        probability = detector.predict_proba(image, tile=tile)
+        assert probability.shape == shape and np.isfinite(probability).all()
+    np.testing.assert_allclose(detector.predict_proba(image, tile=128), detector.predict_proba(image, tile=None),
+                               atol=1e-6)
+
+
+def test_nonfinite_pixels_are_never_flagged_and_do_not_poison_neighbours():
+    detector = _detector()
+    image = _frame((160, 160))
+    bad = image.copy()
+    bad[40:50, 60:70] = np.nan
+    bad[100, 100] = np.inf
+    bad[120, 10] = -np.inf
+    result = detector.predict(bad, threshold=0.0)  # threshold 0 would flag every finite pixel
+    assert np.isfinite(result.probability).all()
+    assert result.nonfinite.sum() == 102
+    assert not result.mask[result.nonfinite].any() and result.mask[~result.nonfinite].all()
+    # Far from the bad pixels (beyond the receptive field) the prediction is unchanged.
+    clean = detector.predict_proba(image, statistics=result.statistics)
+    far = np.ones(image.shape, bool)
+    far[40 - 32:50 + 32, 60 - 32:70 + 32] = far[100 - 32:101 + 32, 100 - 32:101 + 32] = False
+    far[120 - 32:121 + 32, :11 + 32] = False
+    np.testing.assert_allclose(result.probability[far], clean[far], atol=1e-6)
+
+
+def test_integer_and_big_endian_input_give_the_float_result():
+    detector = _detector(base_channels=8)
+    image = np.round(_frame((64, 80)))
+    reference = detector.predict_proba(image.astype(np.float32))
+    np.testing.assert_array_equal(detector.predict_proba(image.astype(np.int32)), reference)
+    np.testing.assert_array_equal(detector.predict_proba(image.astype(">f4")), reference)
+
+
+def test_constant_frame_gives_a_result():
+    detector = _detector(base_channels=8)
+    probability = detector.predict_proba(np.zeros((40, 40), np.float32))
+    assert probability.shape == (40, 40) and np.isfinite(probability).all()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros(10), "must be 2-D"),
+    (np.zeros((2, 3, 4)), "For a cube, pass one plane"),
+    (np.zeros((0, 4)), "empty"),
+    (np.full((4, 4), np.nan), "no finite pixels"),
+    (np.array([["a", "b"]]), "numeric"),
+    (np.zeros((4, 4), complex), "numeric"),
+])
+def test_bad_images_get_clear_errors(bad, message):
+    with pytest.raises(InputError, match=message):
+        _detector(base_channels=8).predict_proba(bad)
+
+
+def test_tile_must_exceed_twice_the_overlap():
+    with pytest.raises(InputError, match="larger than twice the overlap"):
+        _detector(base_channels=8).predict_proba(_frame((300, 300)), tile=64, overlap=32)
+
+
+def test_detect_thresholds_the_probability():
+    detector = _detector(base_channels=8)
+    image = _frame((50, 60))
+    probability = detector.predict_proba(image)
+    np.testing.assert_array_equal(detector.detect(image, threshold=0.4), probability >= 0.4)
