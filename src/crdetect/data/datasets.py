@@ -1,0 +1,100 @@
+"""Torch datasets over the HDF5 benchmark files written by :func:`crdetect.data.simulate.build_benchmark`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..preprocessing import FrameStatistics, Preprocessing
+
+
+class PatchDataset(Dataset):
+    """Patches of one split (``train.h5``, ``val.h5`` or ``test.h5``), normalised like at inference.
+
+    Each patch is normalised with the sky and noise of the *whole frame* it was cut from (stored in
+    the file), exactly as :class:`crdetect.CRDetector` normalises a frame, so training and inference
+    see the same numbers.
+
+    Parameters
+    ----------
+    path : path
+        HDF5 file with datasets ``image``, ``mask``, ``ignore`` and ``meta/*``.
+    preprocessing : Preprocessing
+        The model's input scaling.
+    augment : bool
+        Random flips, 90-degree rotations and extra sky (as deepCR does): up to ``sky_boost`` times
+        the frame's sky is added with its Poisson noise, lowering the contrast of hits.
+    crop : int, optional
+        Random (or, without augmentation, central) crop size; trains faster on CPUs.
+    sky_boost : float
+        Maximum extra sky, as a multiple of the frame's sky level.
+    seed : int
+        Augmentations are a function of (seed, epoch, index): runs are reproducible.
+    indices : sequence of int, optional
+        Use only these patches.
+    """
+
+    def __init__(self, path: str | Path, preprocessing: Preprocessing, augment: bool = False, crop: int | None = None,
+                 sky_boost: float = 1.0, seed: int = 0, indices=None) -> None:
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path} does not exist; build the data with `crdetect simulate`")
+        self.preprocessing = preprocessing
+        self.augment, self.crop, self.sky_boost, self.seed = augment, crop, sky_boost, seed
+        self.epoch = 0
+        with h5py.File(self.path, "r") as f:
+            n = f["image"].shape[0]
+            self.frame_sky = f["meta/frame_sky"][:]
+            self.frame_sigma = f["meta/frame_sigma"][:]
+            self.gain = f["meta/gain"][:]
+        self.indices = np.arange(n) if indices is None else np.asarray(indices)
+        self._file = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self):  # h5py handles cannot cross process boundaries (DataLoader workers)
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+    def _h5(self):
+        import h5py
+
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        index = int(self.indices[item])
+        f = self._h5()
+        image = f["image"][index].astype(np.float32)
+        mask = f["mask"][index].astype(np.float32)
+        ignore = f["ignore"][index].astype(np.float32)
+        sky, sigma = float(self.frame_sky[index]), float(self.frame_sigma[index])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.augment and self.sky_boost > 0:
+            extra = rng.uniform(0, self.sky_boost) * max(sky, 0.0)
+            gain = float(self.gain[index])
+            image = image + (rng.poisson(extra * gain, image.shape) / gain).astype(np.float32)
+            sky, sigma = sky + extra, float(np.sqrt(sigma**2 + extra / gain))
+        if self.crop and self.crop < image.shape[0]:
+            size = self.crop
+            if self.augment:
+                y, x = rng.integers(0, image.shape[0] - size + 1), rng.integers(0, image.shape[1] - size + 1)
+            else:
+                y = x = (image.shape[0] - size) // 2
+            image, mask, ignore = (a[y:y + size, x:x + size] for a in (image, mask, ignore))
+        if self.augment:
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            image, mask, ignore = (np.rot90(a, k) for a in (image, mask, ignore))
+            if flip:
+                image, mask, ignore = (a[:, ::-1] for a in (image, mask, ignore))
+        x = self.preprocessing.normalise(image, FrameStatistics(sky, sigma))
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
+        return {"image": as_tensor(x), "mask": as_tensor(mask), "ignore": as_tensor(ignore)}

@@ -1,0 +1,328 @@
+"""DECam-like frames with real cosmic-ray footprints, cut into 256 x 256 patches (the study's benchmark).
+
+A frame (2048 x 4096 px of a DECam CCD by default) gets a per-band sky, stars with a power-law
+magnitude distribution (bright ones saturate and bleed along columns), Sersic galaxies (GalSim),
+a Moffat PSF of random seeing, Poisson and read noise, a few bad columns and hot pixels (labelled
+"ignore"), and cosmic rays from the real footprint library (:mod:`crdetect.data.inject`).
+
+Label choice: a pixel is a CR pixel when the injected charge is at least ``label_nsigma`` (2) times
+the pixel's noise (sky + read noise) and the pixel is not saturated. Fainter fringe pixels of a
+footprint are invisible in the data and would only teach the network to guess.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..preprocessing import frame_statistics
+from .inject import CRLibrary, inject_crs, load_cr_library
+
+logger = logging.getLogger(__name__)
+
+PIXEL_SCALE = 0.263  # arcsec / px (DECam)
+#: Dark-sky brightness (AB mag / arcsec^2) and the AB magnitude giving 1 e-/s, per DECam band.
+BANDS = {"g": (22.0, 26.5), "r": (21.1, 26.7), "i": (20.1, 26.6), "z": (18.7, 26.3)}
+
+
+@dataclass(frozen=True)
+class DetectorModel:
+    """A CCD like DECam's (Flaugher et al. 2015)."""
+
+    shape: tuple[int, int] = (4096, 2048)  # rows, columns
+    gain: float = 4.0  # e- / ADU
+    read_noise: float = 6.0  # e-
+    full_well: float = 1.6e5  # e-
+    adc_max: float = 65535.0  # ADU
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that defines one simulated frame population."""
+
+    detector: DetectorModel = field(default_factory=DetectorModel)
+    exposure_s: tuple[float, float] = (30.0, 200.0)
+    seeing_arcsec: tuple[float, float] = (0.8, 1.6)
+    moffat_beta: float = 3.5
+    stars_per_mpix: float = 50.0
+    star_mag: tuple[float, float] = (11.0, 24.0)
+    galaxies_per_mpix: float = 150.0
+    galaxy_mag: tuple[float, float] = (18.0, 25.0)
+    bad_columns: tuple[int, int] = (1, 4)
+    hot_pixels_per_mpix: float = 10.0
+    cr_rate_scale: float = 6.0  # more hits than nature, so that patches carry enough CR pixels
+    cr_track_fraction: float = 0.1  # long grazing tracks of a 250 um thick sensor
+    label_nsigma: float = 2.0
+
+
+@dataclass
+class Frame:
+    """A simulated frame in ADU with its labels and conditions."""
+
+    image: np.ndarray  # float32 ADU, sky included
+    cr_mask: np.ndarray  # bool
+    ignore: np.ndarray  # bool: bad columns, hot pixels
+    band: str
+    exposure_s: float
+    seeing_arcsec: float
+    sky_adu: float
+    gain: float
+    read_noise: float
+    n_hits: int
+    saturated: np.ndarray  # bool
+
+
+def _power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
+    """Magnitudes with dN/dm proportional to 10**(slope * m) between lo and hi (inverse CDF)."""
+    a, b = 10 ** (slope * lo), 10 ** (slope * hi)
+    return np.log10(a + rng.random(n) * (b - a)) / slope
+
+
+def _add_stamp(image: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
+    h, w = stamp.shape
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + h, image.shape[0]), min(x0 + w, image.shape[1])
+    if ye > ys and xe > xs:
+        image[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
+
+
+def _render_sources(image: np.ndarray, rng: np.random.Generator, config: SimulationConfig, zero_point: float,
+                    exposure: float, fwhm: float) -> None:
+    """Add stars and Sersic galaxies, convolved with a Moffat PSF, to ``image`` (electrons)."""
+    import galsim
+
+    psf = galsim.Moffat(beta=config.moffat_beta, fwhm=fwhm)
+    height, width = image.shape
+    mpix = height * width / 1e6
+    gsparams = galsim.GSParams(maximum_fft_size=4096, folding_threshold=1e-2)
+
+    def draw(profile, flux):
+        y, x = rng.uniform(0, height), rng.uniform(0, width)
+        stamp = profile.withFlux(flux).drawImage(scale=PIXEL_SCALE, offset=(x % 1 - 0.5, y % 1 - 0.5))
+        arr = stamp.array
+        _add_stamp(image, arr, int(y) - arr.shape[0] // 2, int(x) - arr.shape[1] // 2)
+
+    for mag in _power_law_mags(rng, rng.poisson(config.stars_per_mpix * mpix), *config.star_mag, slope=0.2):
+        flux = exposure * 10 ** (-0.4 * (mag - zero_point))
+        draw(psf.withGSParams(gsparams), flux)
+    for mag in _power_law_mags(rng, rng.poisson(config.galaxies_per_mpix * mpix), *config.galaxy_mag, slope=0.35):
+        flux = exposure * 10 ** (-0.4 * (mag - zero_point))
+        n = float(rng.choice([1.0, 1.5, 2.5, 4.0]))
+        radius = float(np.clip(rng.lognormal(np.log(0.6 * 10 ** (-0.1 * (mag - 20))), 0.4), 0.2, 4.0))
+        ellipticity = galsim.Shear(g=min(abs(rng.normal(0, 0.3)), 0.7), beta=rng.uniform(0, np.pi) * galsim.radians)
+        galaxy = galsim.Sersic(n=n, half_light_radius=radius, gsparams=gsparams).shear(ellipticity)
+        draw(galsim.Convolve(galaxy, psf, gsparams=gsparams), flux)
+
+
+def bleed_saturation(image_e: np.ndarray, full_well: float) -> np.ndarray:
+    """Spread charge above ``full_well`` along columns (CCD blooming); returns the saturated mask.
+
+    In each column, every run of over-full pixels is clipped to the full well and its excess charge
+    fills the pixels above and below it, half each way, up to the full well: bleed trails grow in
+    proportion to the excess. Charge pushed off the column's ends is lost.
+    """
+    saturated = np.zeros(image_e.shape, bool)
+    rows = image_e.shape[0]
+    for column in np.flatnonzero((image_e > full_well).any(axis=0)):
+        col = image_e[:, column]
+        over = np.flatnonzero(col > full_well)
+        # contiguous runs of over-full pixels
+        runs = np.split(over, np.flatnonzero(np.diff(over) > 1) + 1)
+        for run in runs:
+            excess = float((col[run] - full_well).sum())
+            col[run] = full_well
+            for direction, start in ((-1, run[0] - 1), (1, run[-1] + 1)):
+                left, i = excess / 2, start
+                while left > 0 and 0 <= i < rows:
+                    room = max(full_well - col[i], 0.0)
+                    take = min(room, left)
+                    col[i] += take
+                    left -= take
+                    i += direction
+        saturated[:, column] = col >= full_well * 0.999
+    return saturated
+
+
+def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str, library: CRLibrary) -> Frame:
+    """One DECam-like frame in ADU with its CR label, ignore mask and conditions."""
+    if band not in BANDS:
+        raise ValueError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}")
+    det = config.detector
+    sky_mag, zero_point = BANDS[band]
+    exposure = float(rng.uniform(*config.exposure_s))
+    fwhm = float(rng.uniform(*config.seeing_arcsec))
+    # sky varies by +-0.3 mag around the dark-sky value (moon, airmass)
+    sky_e = exposure * 10 ** (-0.4 * (sky_mag + rng.uniform(-0.3, 0.3) - zero_point)) * PIXEL_SCALE**2
+
+    signal = np.zeros(det.shape, np.float32)
+    _render_sources(signal, rng, config, zero_point, exposure, fwhm)
+    image_e = rng.poisson(np.clip(signal, 0, None) + sky_e).astype(np.float32)
+    charge, n_hits = inject_crs(image_e, exposure, rng, library, config.cr_rate_scale, config.cr_track_fraction)
+    saturated = bleed_saturation(image_e, det.full_well)
+    image_e += rng.normal(0.0, det.read_noise, det.shape).astype(np.float32)
+
+    ignore = np.zeros(det.shape, bool)
+    for _ in range(rng.integers(config.bad_columns[0], config.bad_columns[1] + 1)):
+        column, start = rng.integers(det.shape[1]), rng.integers(det.shape[0])
+        level = sky_e * rng.choice([0.0, 0.5, 3.0, 20.0])  # dead, low, warm or hot column
+        image_e[start:, column] = level + rng.normal(0, np.sqrt(level + det.read_noise**2), det.shape[0] - start)
+        ignore[start:, column] = True
+    n_hot = rng.poisson(config.hot_pixels_per_mpix * image_e.size / 1e6)
+    hy, hx = rng.integers(det.shape[0], size=n_hot), rng.integers(det.shape[1], size=n_hot)
+    image_e[hy, hx] += rng.uniform(5e2, 5e4, n_hot).astype(np.float32)
+    ignore[hy, hx] = True
+
+    noise_e = np.sqrt(sky_e + np.clip(signal, 0, None) + det.read_noise**2)
+    cr_mask = (charge >= config.label_nsigma * noise_e) & ~saturated & ~ignore
+    image = np.clip(image_e / det.gain, None, det.adc_max).astype(np.float32)
+    return Frame(image, cr_mask, ignore, band, exposure, fwhm, sky_e / det.gain, det.gain, det.read_noise, n_hits,
+                 saturated)
+
+
+# ---------------------------------------------------------------- benchmark construction
+
+PATCH = 256
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How many frames per band go into train/val and test, and the frame size."""
+
+    trainval_frames_per_band: int
+    test_frames_per_band: int
+    frame_shape: tuple[int, int] = (4096, 2048)
+    val_fraction: float = 0.1
+
+    @property
+    def patches_per_frame(self) -> int:
+        return (self.frame_shape[0] // PATCH) * (self.frame_shape[1] // PATCH)
+
+    def counts(self) -> dict[str, int]:
+        trainval = self.trainval_frames_per_band * len(BANDS) * self.patches_per_frame
+        n_val = int(round(trainval * self.val_fraction))
+        return {"train": trainval - n_val, "val": n_val,
+                "test": self.test_frames_per_band * len(BANDS) * self.patches_per_frame}
+
+
+PRESETS = {
+    "paper": Preset(50, 14),
+    "small": Preset(6, 1),
+    "ci": Preset(1, 1, frame_shape=(512, 512)),
+}
+
+
+def plan(preset: str) -> str:
+    """Human-readable plan of a preset (what ``--dry-run`` prints)."""
+    p = PRESETS[preset]
+    c = p.counts()
+    return (f"preset {preset}: frames {p.frame_shape[0]}x{p.frame_shape[1]} px, {p.patches_per_frame} patches of "
+            f"{PATCH}x{PATCH} per frame, bands {','.join(BANDS)}; {p.trainval_frames_per_band} train/val and "
+            f"{p.test_frames_per_band} test frames per band -> {c['train']} train, {c['val']} validation, "
+            f"{c['test']} test patches")
+
+
+def _frame_jobs(preset: Preset) -> list[tuple[str, int, str]]:
+    jobs = []
+    for split, per_band in (("trainval", preset.trainval_frames_per_band), ("test", preset.test_frames_per_band)):
+        for band in BANDS:
+            for i in range(per_band):
+                jobs.append((split, i, band))
+    return jobs
+
+
+class _PatchWriter:
+    """Appends patches to an HDF5 file as they are made (the paper preset never sits in memory)."""
+
+    META = ("band", "exposure_s", "seeing_arcsec", "gain", "read_noise", "sky_adu", "frame_sky", "frame_sigma",
+            "frame_id", "y0", "x0")
+
+    def __init__(self, path: Path, expected: int) -> None:
+        import h5py
+
+        self.file = h5py.File(path, "w")
+        chunk = (1, PATCH, PATCH)
+        self.image = self.file.create_dataset("image", (0, PATCH, PATCH), "f4", maxshape=(None, PATCH, PATCH),
+                                              chunks=chunk, compression="gzip", compression_opts=1, shuffle=True)
+        self.mask = self.file.create_dataset("mask", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
+                                             chunks=chunk, compression="gzip", compression_opts=1)
+        self.ignore = self.file.create_dataset("ignore", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
+                                               chunks=chunk, compression="gzip", compression_opts=1)
+        self.meta = {k: [] for k in self.META}
+        self.n = 0
+
+    def add(self, images, masks, ignores, meta: dict) -> None:
+        k = len(images)
+        for dset, values in ((self.image, images), (self.mask, masks), (self.ignore, ignores)):
+            dset.resize(self.n + k, axis=0)
+            dset[self.n:self.n + k] = values
+        for key in self.META:
+            self.meta[key] += list(meta[key]) if np.ndim(meta[key]) else [meta[key]] * k
+        self.n += k
+
+    def close(self) -> None:
+        for key, values in self.meta.items():
+            data = np.array(values, dtype="S8") if key == "band" else np.asarray(values)
+            self.file.create_dataset(f"meta/{key}", data=data)
+        self.file.close()
+
+
+def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, config: SimulationConfig | None = None,
+                    progress: bool = True) -> dict[str, int]:
+    """Simulate a preset's frames and write ``train.h5``, ``val.h5``, ``test.h5`` and ``meta.json``.
+
+    Deterministic for a given seed: every frame has its own random stream derived from
+    ``(seed, split, band, index)``. Train/val frames use the train footprint pool, test frames the
+    disjoint test pool. Returns the number of patches per split.
+    """
+    from tqdm import tqdm
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    config = replace(config or SimulationConfig(), detector=replace((config or SimulationConfig()).detector,
+                                                                    shape=p.frame_shape))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    library = load_cr_library()
+    pools = {"trainval": library.pool("train"), "test": library.pool("test")}
+    counts = p.counts()
+    writers = {s: _PatchWriter(out / f"{s}.h5", counts[s]) for s in ("train", "val", "test")}
+    split_rng = np.random.default_rng([seed, 99])
+    frame_id = 0
+    try:
+        for split, index, band in tqdm(_frame_jobs(p), desc=f"simulating {preset}", unit="frame", disable=not progress):
+            rng = np.random.default_rng([seed, 0 if split == "trainval" else 1, ord(band), index])
+            frame = simulate_frame(rng, config, band, pools[split])
+            stats = frame_statistics(frame.image)
+            ny, nx = p.frame_shape[0] // PATCH, p.frame_shape[1] // PATCH
+            origins = [(iy * PATCH, ix * PATCH) for iy in range(ny) for ix in range(nx)]
+            cut = lambda a: np.stack([a[y:y + PATCH, x:x + PATCH] for y, x in origins])  # noqa: E731
+            images, masks, ignores = cut(frame.image), cut(frame.cr_mask).astype(np.uint8), cut(frame.ignore).astype(np.uint8)
+            meta = {"band": band, "exposure_s": frame.exposure_s, "seeing_arcsec": frame.seeing_arcsec,
+                    "gain": frame.gain, "read_noise": frame.read_noise, "sky_adu": frame.sky_adu,
+                    "frame_sky": stats.sky, "frame_sigma": stats.sigma, "frame_id": frame_id,
+                    "y0": [o[0] for o in origins], "x0": [o[1] for o in origins]}
+            if split == "test":
+                writers["test"].add(images, masks, ignores, meta)
+            else:
+                is_val = split_rng.random(len(origins)) < p.val_fraction
+                for name, select in (("train", ~is_val), ("val", is_val)):
+                    sub = {k: (np.asarray(v)[select] if np.ndim(v) else v) for k, v in meta.items()}
+                    writers[name].add(images[select], masks[select], ignores[select], sub)
+            frame_id += 1
+    finally:
+        for w in writers.values():
+            w.close()
+    made = {s: w.n for s, w in writers.items()}
+    (out / "meta.json").write_text(json.dumps({
+        "generator": "crdetect.data.simulate", "crdetect_version": __version__, "preset": preset, "seed": seed,
+        "patch": PATCH, "counts": made, "config": asdict(config),
+        "cr_library": "imSim cosmic_rays_itl_2017 (train pool: ids not divisible by 10; test pool: the rest)",
+        "label": f"injected charge >= {config.label_nsigma} x pixel noise, not saturated, not ignored",
+    }, indent=2))
+    return made

@@ -1,0 +1,139 @@
+"""One confusion-count path for every detector (networks and LA-Cosmic alike).
+
+:class:`ScoreAccumulator` takes per-pixel scores (any real number where larger means "more CR-like":
+network logits or probabilities, LA-Cosmic's detection statistic), labels and an ignore mask, batch
+after batch, and keeps exact confusion counts at a threshold plus fine histograms of the scores of
+positive and negative pixels, from which ROC and PR curves, TPR at a fixed FPR and precision at a
+fixed recall follow. Memory is constant whatever the test-set size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Scores are histogrammed in asinh(score), which is linear near 0 (probabilities) and logarithmic
+#: for large statistics, over [-12, 12] (|score| up to 8e4) in 2**18 bins.
+_BINS = 2**18
+_RANGE = 12.0
+
+
+def _bin(scores: np.ndarray) -> np.ndarray:
+    t = np.arcsinh(np.asarray(scores, dtype=np.float64))
+    return np.clip(((t + _RANGE) / (2 * _RANGE) * _BINS).astype(np.int64), 0, _BINS - 1)
+
+
+def _bin_lower_edge(index: np.ndarray) -> np.ndarray:
+    return np.sinh(index / _BINS * 2 * _RANGE - _RANGE)
+
+
+@dataclass
+class Confusion:
+    """Pixel confusion counts."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    @property
+    def dice(self) -> float:
+        """2 TP / (2 TP + FP + FN); 1 when there is nothing to find and nothing was flagged."""
+        denominator = 2 * self.tp + self.fp + self.fn
+        return 1.0 if denominator == 0 else 2 * self.tp / denominator
+
+    @property
+    def tpr(self) -> float:
+        return self.tp / max(self.tp + self.fn, 1)
+
+    @property
+    def fpr(self) -> float:
+        return self.fp / max(self.fp + self.tn, 1)
+
+    @property
+    def precision(self) -> float:
+        return self.tp / max(self.tp + self.fp, 1)
+
+
+def confusion(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> Confusion:
+    """Confusion counts of a boolean prediction against a boolean truth, skipping ignored pixels."""
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from truth shape {truth.shape}")
+    valid = np.ones_like(truth) if ignore is None else ~np.asarray(ignore, bool)
+    tp = int((prediction & truth & valid).sum())
+    fp = int((prediction & ~truth & valid).sum())
+    fn = int((~prediction & truth & valid).sum())
+    return Confusion(tp, fp, fn, int(valid.sum()) - tp - fp - fn)
+
+
+class ScoreAccumulator:
+    """Accumulate scores of one detector over a test set.
+
+    Parameters
+    ----------
+    threshold : float
+        Score threshold for the exact confusion counts (Dice); 0.5 for probabilities.
+    """
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self.counts = Confusion()
+        self.positive = np.zeros(_BINS, np.int64)
+        self.negative = np.zeros(_BINS, np.int64)
+
+    def update(self, scores: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> None:
+        """Add one image (or batch) of scores with its truth and optional ignore mask."""
+        scores, truth = np.asarray(scores), np.asarray(truth, bool)
+        valid = np.ones_like(truth) if ignore is None else ~np.asarray(ignore, bool)
+        c = confusion(scores >= self.threshold, truth, ~valid)
+        self.counts = Confusion(self.counts.tp + c.tp, self.counts.fp + c.fp, self.counts.fn + c.fn,
+                                self.counts.tn + c.tn)
+        self.positive += np.bincount(_bin(scores[truth & valid]), minlength=_BINS)
+        self.negative += np.bincount(_bin(scores[~truth & valid]), minlength=_BINS)
+
+    def roc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(FPR, TPR, threshold) for thresholds at every bin edge, from strictest to loosest."""
+        tp = np.cumsum(self.positive[::-1])
+        fp = np.cumsum(self.negative[::-1])
+        thresholds = _bin_lower_edge(np.arange(_BINS)[::-1])
+        return fp / max(self.negative.sum(), 1), tp / max(self.positive.sum(), 1), thresholds
+
+    def tpr_at_fpr(self, fpr: float) -> float:
+        """Highest TPR reached while the FPR stays at or below ``fpr``."""
+        fprs, tprs, _ = self.roc()
+        ok = fprs <= fpr
+        return float(tprs[ok].max()) if ok.any() else 0.0
+
+    def pr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(recall, precision) over all bin-edge thresholds."""
+        tp = np.cumsum(self.positive[::-1]).astype(np.float64)
+        fp = np.cumsum(self.negative[::-1]).astype(np.float64)
+        recall = tp / max(self.positive.sum(), 1)
+        precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=(tp + fp) > 0)
+        return recall, precision
+
+    def precision_at_recall(self, recall: float) -> float:
+        """Best precision among thresholds reaching at least ``recall``."""
+        r, p = self.pr()
+        ok = r >= recall
+        return float(p[ok].max()) if ok.any() else 0.0
+
+    def summary(self, fprs=(1e-4, 5e-4, 1e-3)) -> dict[str, float]:
+        """Dice at the threshold, TPR at each FPR, precision at 95 % recall, counts."""
+        out = {"dice": self.counts.dice, "tpr_at_threshold": self.counts.tpr, "fpr_at_threshold": self.counts.fpr}
+        for f in fprs:
+            out[f"tpr@fpr={f:g}"] = self.tpr_at_fpr(f)
+        out["precision@recall=0.95"] = self.precision_at_recall(0.95)
+        out["positives"] = int(self.positive.sum())
+        out["negatives"] = int(self.negative.sum())
+        return out
+
+    def curves(self, points: int = 400) -> dict[str, list[float]]:
+        """ROC and PR curves thinned to about ``points`` points (for JSON and plots)."""
+        fprs, tprs, thr = self.roc()
+        keep = np.unique(np.searchsorted(fprs, np.logspace(-7, 0, points)).clip(0, len(fprs) - 1))
+        recall, precision = self.pr()
+        return {"fpr": fprs[keep].tolist(), "tpr": tprs[keep].tolist(), "threshold": thr[keep].tolist(),
+                "recall": recall[keep].tolist(), "precision": precision[keep].tolist()}
