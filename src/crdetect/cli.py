@@ -103,6 +103,56 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .data.simulate import build_benchmark, plan
+
+    print(plan(args.preset))
+    if args.dry_run:
+        return 0
+    if args.out is None:
+        raise CRDetectError("--out DIR is required (unless --dry-run)")
+    from dataclasses import replace
+
+    from .data.simulate import SimulationConfig
+
+    config = SimulationConfig()
+    if args.seeing:
+        config = replace(config, seeing_arcsec=tuple(args.seeing))
+    if args.cr_rate_scale is not None:
+        config = replace(config, cr_rate_scale=args.cr_rate_scale)
+    counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    overrides = {"model": args.model, "data": args.data, "loss": args.loss, "epochs": args.epochs,
+                 "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "crop": args.crop,
+                 "device": args.device, "seed": args.seed, "max_train_patches": args.max_train_patches,
+                 "max_val_patches": args.max_val_patches, "num_workers": args.num_workers}
+    if args.model_kwargs:
+        import json
+
+        overrides["model_kwargs"] = json.loads(args.model_kwargs)
+    try:
+        if args.config:
+            config = TrainConfig.from_yaml(args.config, **overrides)
+        else:
+            config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    except (ValueError, TypeError) as err:
+        raise CRDetectError(str(err)) from None
+    if not config.data:
+        raise CRDetectError("--data DIR (made by `crdetect simulate`) is required")
+    from .models import check_model_name
+
+    check_model_name(config.model)
+    row = train(config, args.out, progress=not args.quiet)
+    print(f"done: {row}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.")
     parser.add_argument("--version", action="version", version=f"crdetect {__version__}")
@@ -124,6 +174,38 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
     detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     detect.set_defaults(func=cmd_detect)
+
+    simulate = sub.add_parser("simulate", help="build the DECam-like CR benchmark (HDF5 patches)")
+    simulate.add_argument("--preset", default="small", choices=["paper", "small", "ci"])
+    simulate.add_argument("--out", help="output directory")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--seeing", type=float, nargs=2, metavar=("MIN", "MAX"),
+                          help="seeing FWHM range in arcsec (default 0.8 1.6, DECam)")
+    simulate.add_argument("--cr-rate-scale", type=float, default=None,
+                          help="multiplier on the natural CR rate (default 6)")
+    simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")
+    simulate.add_argument("-q", "--quiet", action="store_true")
+    simulate.set_defaults(func=cmd_simulate)
+
+    train = sub.add_parser("train", help="train a registered model on a benchmark directory")
+    train.add_argument("--model", default=None, help="registry name (default deepcr_unet)")
+    train.add_argument("--model-kwargs", default=None, help='JSON constructor overrides, e.g. \'{"base_channels": 16}\'')
+    train.add_argument("--data", default=None, help="directory with train.h5 and val.h5")
+    train.add_argument("--loss", default=None, choices=["bce", "dice", "bce_dice"])
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--optimizer", default=None, choices=["adam", "sgd"])
+    train.add_argument("--crop", type=int, default=None, help="random crop size (faster on CPU)")
+    train.add_argument("--max-train-patches", type=int, default=None)
+    train.add_argument("--max-val-patches", type=int, default=None)
+    train.add_argument("--num-workers", type=int, default=None)
+    train.add_argument("--device", default=None)
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--config", default=None, help="YAML config; command-line options override it")
+    train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
+    train.add_argument("-q", "--quiet", action="store_true")
+    train.set_defaults(func=cmd_train)
 
     models = sub.add_parser("models", help="list the registered models with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tunet_*'")

@@ -1,0 +1,57 @@
+"""Training configuration: a dataclass that round-trips through YAML."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (written to ``RUN_DIR/config.yaml``).
+
+    Defaults follow the study: Adam at 1e-3, loss (1 - Dice + BCE) / 2, 256 x 256 patches.
+    """
+
+    model: str = "deepcr_unet"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = ""
+    loss: str = "bce_dice"
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | sgd (momentum 0.9, weight decay 1e-4, as in the TransUNet paper)
+    weight_decay: float = 0.0
+    plateau_patience: int = 3  # epochs without val-loss improvement before the lr is divided by 10
+    crop: int | None = None  # random crops (e.g. 128) train faster on CPUs
+    sky_boost: float = 1.0
+    max_train_patches: int | None = None
+    max_val_patches: int | None = None
+    num_workers: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA only
+    seed: int = 0
+    threshold: float = 0.5
+    preprocessing: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
+        """Read a YAML file; keyword overrides (e.g. from the command line) win."""
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown keys in {path}: {sorted(unknown)}; valid keys: {sorted(known)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

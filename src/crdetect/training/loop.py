@@ -1,0 +1,155 @@
+"""The training loop: one process on CPU or one GPU, resumable, deterministic for a seed."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..inference import resolve_device
+from ..losses import get_loss
+from ..metrics import ScoreAccumulator
+from ..models import create_model
+from ..preprocessing import Preprocessing
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only: never on norms, biases or position embeddings."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or "pos_embed" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameter_groups(model, config.weight_decay or 1e-4), lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(parameter_groups(model, config.weight_decay), lr=config.lr)
+
+
+def _subset(n: int, limit: int | None, seed: int) -> np.ndarray | None:
+    if limit is None or limit >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def evaluate_loss_and_dice(model, loader, loss_fn, device) -> tuple[float, float]:
+    """Mean loss and pixel Dice (threshold 0.5, ignore mask respected) over a loader."""
+    model.eval()
+    total, batches = 0.0, 0
+    acc = ScoreAccumulator(threshold=0.5)
+    with torch.inference_mode():
+        for batch in loader:
+            x, y, ign = (batch[k].to(device) for k in ("image", "mask", "ignore"))
+            logits = model(x)
+            total += float(loss_fn(logits, y, ign))
+            batches += 1
+            prob = torch.sigmoid(logits).cpu().numpy()
+            acc.update(prob, y.cpu().numpy() > 0.5, ign.cpu().numpy() > 0.5)
+    return total / max(batches, 1), acc.counts.dice
+
+
+def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train ``config.model`` on ``config.data`` and write the run into ``out_dir``.
+
+    Writes ``config.yaml``, ``metrics.csv`` (one row per epoch), ``last.pt`` (with optimizer state,
+    for resuming) and ``best.pt`` (lowest validation loss). An existing ``last.pt`` in ``out_dir`` is
+    resumed from. Returns the final metrics row.
+    """
+    from tqdm import tqdm
+
+    from ..data.datasets import PatchDataset
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    preprocessing = Preprocessing.from_dict(config.preprocessing) if config.preprocessing else Preprocessing()
+    config.preprocessing = preprocessing.to_dict()
+    config.to_yaml(out / "config.yaml")
+
+    data = Path(config.data)
+    train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
+                             sky_boost=config.sky_boost, seed=config.seed)
+    train_set.indices = train_set.indices if (sub := _subset(len(train_set), config.max_train_patches, config.seed)) is None else sub
+    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False,
+                           indices=_subset(PatchDataset(data / "val.h5", preprocessing).__len__(),
+                                           config.max_val_patches, config.seed))
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+                              num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+
+    model = create_model(config.model, **config.model_kwargs).to(device)
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
+    loss_fn = get_loss(config.loss)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_val = 0, math.inf
+    last_path = out / "last.pt"
+    if last_path.exists():
+        resumed, info = load_checkpoint(last_path)
+        model.load_state_dict(resumed.state_dict())
+        state = info.extra
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val_loss"])
+        logger.info("resuming %s from epoch %d", out, start_epoch)
+    metrics_path = out / "metrics.csv"
+    if start_epoch == 0:
+        with open(metrics_path, "w", newline="") as f:
+            csv.writer(f).writerow(METRIC_COLUMNS)
+
+    row: dict = {}
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        train_set.epoch = epoch
+        generator.manual_seed(config.seed + epoch)
+        model.train()
+        running, batches = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
+        for batch in bar:
+            x, y, ign = (batch[k].to(device, non_blocking=True) for k in ("image", "mask", "ignore"))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y, ign)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            running += float(loss.detach())
+            batches += 1
+            bar.set_postfix(loss=f"{running / batches:.4f}")
+        val_loss, val_dice = evaluate_loss_and_dice(model, val_loader, loss_fn, device)
+        scheduler.step(val_loss)
+        row = {"epoch": epoch + 1, "train_loss": running / max(batches, 1), "val_loss": val_loss,
+               "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"],
+               "seconds": time.perf_counter() - started}
+        with open(metrics_path, "a", newline="") as f:
+            csv.writer(f).writerow([row[c] for c in METRIC_COLUMNS])
+        logger.info("epoch %d: %s", epoch + 1, row)
+        metrics = {"val_loss": val_loss, "val_dice": val_dice, "epoch": epoch + 1}
+        if val_loss < best_val:
+            best_val = val_loss
+            save_checkpoint(out / "best.pt", model, preprocessing, config.threshold, asdict(config), metrics)
+        save_checkpoint(last_path, model, preprocessing, config.threshold, asdict(config), metrics,
+                        extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "epoch": epoch, "best_val_loss": best_val})
+    return row
