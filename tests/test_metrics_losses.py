@@ -81,3 +81,10 @@ def test_tpr_at_fpr_and_precision_at_recall_by_hand():
     fpr, tpr, _ = acc.roc()
     assert fpr[-1] == 1.0 and tpr[-1] == 1.0 and np.all(np.diff(tpr) >= 0)
     assert acc.summary()["dice"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+
+
+def test_best_dice_threshold_separates_perfectly_separable_scores():
+    acc = ScoreAccumulator()
+    acc.update(np.array([0.3, 0.35, 0.1, 0.2, 0.05]), np.array([1, 1, 0, 0, 0], bool))
+    threshold, dice = acc.best_dice_threshold()
+    assert dice == 1.0 and 0.2 < threshold <= 0.3

@@ -22,7 +22,7 @@ from .preprocessing import FrameStatistics
 logger = logging.getLogger(__name__)
 
 #: LA-Cosmic score: the largest ``sigclip`` at which astroscrappy still flags a pixel.
-LACOSMIC_SIGCLIPS = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0, 15.0, 20.0, 30.0, 50.0)
+LACOSMIC_SIGCLIPS = (2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 8.0, 12.0, 20.0, 50.0)
 
 
 @dataclass

@@ -153,6 +153,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.evaluate import evaluate
+
+    if not args.data and not args.real:
+        raise CRDetectError("pass --data DIR (a benchmark) and/or --real DIR (labelled real frames)")
+    baselines = [b for b in args.baselines.split(",") if b] if args.baselines else []
+    rows = evaluate(args.runs, args.data, args.out, baselines, args.real, args.max_val_patches,
+                    args.max_test_patches, args.device, progress=not args.quiet)
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.csv, results.md, curves.json, figures and report.html ({len(rows)} rows)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.")
     parser.add_argument("--version", action="version", version=f"crdetect {__version__}")
@@ -206,6 +219,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
     train.add_argument("-q", "--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score runs and baselines on the same test set and real frames")
+    evaluate.add_argument("--runs", nargs="*", default=[], help="run directories or checkpoints")
+    evaluate.add_argument("--baselines", default="lacosmic", help="comma-separated: lacosmic,deepcr,cosmic_conn")
+    evaluate.add_argument("--data", default=None, help="benchmark directory (val.h5, test.h5)")
+    evaluate.add_argument("--real", default=None, help="directory of labelled real frames (shared/data/real)")
+    evaluate.add_argument("--max-val-patches", type=int, default=None)
+    evaluate.add_argument("--max-test-patches", type=int, default=None)
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--out", required=True, help="output directory")
+    evaluate.add_argument("-q", "--quiet", action="store_true")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     models = sub.add_parser("models", help="list the registered models with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tunet_*'")

@@ -120,6 +120,15 @@ class ScoreAccumulator:
         ok = r >= recall
         return float(p[ok].max()) if ok.any() else 0.0
 
+    def best_dice_threshold(self) -> tuple[float, float]:
+        """(threshold, Dice) maximising Dice over the bin-edge thresholds (calibrates a detector)."""
+        tp = np.cumsum(self.positive[::-1]).astype(np.float64)
+        fp = np.cumsum(self.negative[::-1]).astype(np.float64)
+        fn = self.positive.sum() - tp
+        dice = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+        best = int(np.argmax(dice))
+        return float(_bin_lower_edge(np.array(_BINS - 1 - best))), float(dice[best])
+
     def summary(self, fprs=(1e-4, 5e-4, 1e-3)) -> dict[str, float]:
         """Dice at the threshold, TPR at each FPR, precision at 95 % recall, counts."""
         out = {"dice": self.counts.dice, "tpr_at_threshold": self.counts.tpr, "fpr_at_threshold": self.counts.fpr}

@@ -84,7 +84,7 @@ def cr_track(length: float, angle: float, electrons_per_px: float) -> np.ndarray
     sampled finely along the path.
     """
     n = max(int(np.ceil(length * 8)), 2)
-    t = np.linspace(0.0, length, n)
+    t = (np.arange(n) + 0.5) * (length / n)  # midpoints of n equal steps
     x, y = t * np.cos(angle), t * np.sin(angle)
     x -= x.min()
     y -= y.min()

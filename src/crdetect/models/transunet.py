@@ -75,6 +75,7 @@ class TransUNet(SegmentationNet):
             raise ValueError("encoder_channels needs 3 entries and decoder_channels 4")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+        self.num_heads, self.num_layers, self.mlp_dim = num_heads, num_layers, mlp_dim
         c0, c1, c2 = encoder_channels
         self.encoder = nn.ModuleList([DoubleConv(in_chans, c0, norm, False), DoubleConv(c0, c1, norm, False),
                                       DoubleConv(c1, c2, norm, False)])

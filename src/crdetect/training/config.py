@@ -34,6 +34,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA only
     seed: int = 0
     threshold: float = 0.5
+    calibrate_threshold: bool = True  # store the validation-Dice-optimal threshold in checkpoints
     preprocessing: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

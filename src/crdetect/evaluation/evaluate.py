@@ -1,0 +1,74 @@
+"""``crdetect evaluate``: score runs and baselines on the same test set and real frames, write table,
+curves, figures and an HTML report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..baselines import Detector, NetworkDetector, make_baselines
+from ..inference import load_detector
+from .benchmark import (iterate_patches, read_run, real_frame_samples, results_rows, score_detectors,
+                        write_results)
+from .plots import plot_prediction_maps, plot_roc_pr, plot_training_curves, write_report
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, baselines: list[str],
+             real_root: str | Path | None = None, max_val_patches: int | None = None,
+             max_test_patches: int | None = None, device: str = "auto", progress: bool = True) -> list[dict]:
+    """Evaluate every run directory (or checkpoint) and baseline; returns the table rows."""
+    from ..data.real import labelled_real_frames
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    infos = {info.name: info for info in (read_run(r) for r in runs)}
+    detectors: list[Detector] = [NetworkDetector(load_detector(info.checkpoint, device=device), name=name, tile=None)
+                                 for name, info in infos.items()]
+    detectors += make_baselines(baselines)
+    val, test, curves = {}, {}, {}
+    if data_dir is not None:
+        data = Path(data_dir)
+        val = score_detectors(detectors, iterate_patches(data / "val.h5", max_val_patches), progress, "validation")
+        test = score_detectors(detectors, iterate_patches(data / "test.h5", max_test_patches), progress, "test")
+        curves["test"] = {name: s.accumulator.curves() for name, s in test.items()}
+        plot_roc_pr(curves["test"], out / "roc_pr_test.png", "(simulated test set)")
+    real = {}
+    if real_root is not None:
+        for frame in labelled_real_frames(real_root):
+            real[frame.name] = score_detectors(detectors, real_frame_samples([frame]), progress, frame.name)
+            curves[frame.name] = {name: s.accumulator.curves() for name, s in real[frame.name].items()}
+            plot_roc_pr(curves[frame.name], out / f"roc_pr_{frame.name}.png", f"({frame.name})")
+    if not test:  # real frames only: the table is built on the first real frame's scores
+        test = next(iter(real.values()), {})
+    rows = results_rows(infos, val, test, real)
+    write_results(rows, curves, out)
+    figures = sorted(out.glob("roc_pr_*.png"))
+    if any(info.metrics for info in infos.values()):
+        figures += plot_training_curves({n: i.metrics for n, i in infos.items() if i.metrics}, out)
+    if data_dir is not None:
+        figures.append(_prediction_figure(detectors, Path(data_dir) / "test.h5", out / "prediction_maps.png"))
+    write_report(out, (out / "results.md").read_text(), figures,
+                 notes=f"runs: {', '.join(infos)}; baselines: {', '.join(baselines) or 'none'}; data: {data_dir}; "
+                       f"real frames: {real_root}")
+    return rows
+
+
+def _prediction_figure(detectors, test_h5: Path, out_path: Path) -> Path:
+    """Prediction maps of every detector on the test patch with the most CR pixels."""
+    import h5py
+
+    with h5py.File(test_h5, "r") as f:
+        counts = f["mask"][:].reshape(f["mask"].shape[0], -1).sum(axis=1)
+    best = int(np.argmax(counts))
+    for i, (image, truth, ignore, context) in enumerate(iterate_patches(test_h5)):
+        if i == best:
+            predictions = {}
+            for d in detectors:
+                score = d.score(image, context)
+                predictions[d.name] = score >= d.threshold if d.name == "lacosmic" else score
+            return plot_prediction_maps(image, truth, predictions, out_path)
+    raise RuntimeError("empty test set")

@@ -1,0 +1,145 @@
+"""Simulation realism basics, CR injection against the real library, benchmark files, datasets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from crdetect import Preprocessing
+from crdetect.data.datasets import PatchDataset
+from crdetect.data.inject import cr_track, inject_crs, load_cr_library
+from crdetect.data.simulate import (PRESETS, DetectorModel, SimulationConfig, bleed_saturation, build_benchmark,
+                                    plan, simulate_frame)
+from crdetect.preprocessing import FrameStatistics, frame_statistics
+
+SMALL = DetectorModel(shape=(512, 512))
+
+
+def test_library_matches_its_readme(shared_data):
+    lib = load_cr_library()
+    assert len(lib.footprints) == 1764
+    pixels = np.array([(fp > 0).sum() for fp in lib.footprints])
+    charge = np.array([fp.sum() for fp in lib.footprints])
+    assert np.median(pixels) == 7 and np.percentile(pixels, 90) == pytest.approx(41, abs=2) and pixels.max() == 299
+    assert np.median(charge) == pytest.approx(7.1e3, rel=0.02)
+    # the shipped copy is the shared library, byte for byte
+    from crdetect.data.inject import LIBRARY_FILE
+    assert LIBRARY_FILE.read_bytes() == (shared_data / "cr_library" / "cosmic_rays_itl_2017.fits.gz").read_bytes()
+
+
+def test_train_and_test_pools_are_disjoint_and_cover_the_library():
+    lib = load_cr_library()
+    train, test = lib.pool("train"), lib.pool("test")
+    assert len(train.footprints) + len(test.footprints) == len(lib.footprints)
+    train_ids = {id(fp) for fp in train.footprints}
+    assert not train_ids & {id(fp) for fp in test.footprints}
+    assert train.rate_per_px_s == pytest.approx(lib.rate_per_px_s) == pytest.approx(test.rate_per_px_s)
+
+
+def test_injected_hits_follow_the_library_rate_and_charge():
+    lib = load_cr_library()
+    rng = np.random.default_rng(0)
+    image = np.zeros((2048, 2048), np.float32)
+    charge, n_hits = inject_crs(image, 1000.0, rng, lib)
+    expected = lib.rate_per_px_s * image.size * 1000.0  # about 303 hits
+    assert abs(n_hits - expected) < 4 * np.sqrt(expected)
+    mean_charge = np.mean([fp.sum() for fp in lib.footprints])
+    assert charge.sum() / n_hits == pytest.approx(mean_charge, rel=0.2)  # hits on edges lose some charge
+    np.testing.assert_array_equal(image, charge)
+
+
+def test_tracks_carry_charge_along_their_length():
+    track = cr_track(30.0, 0.0, 1000.0)
+    assert track.shape == (1, 30) and track.sum() == pytest.approx(30_000, rel=1e-3)
+
+
+def test_noise_matches_gain_and_read_noise_within_5_percent():
+    config = SimulationConfig(detector=SMALL, stars_per_mpix=0, galaxies_per_mpix=0, bad_columns=(0, 0),
+                              hot_pixels_per_mpix=0, cr_rate_scale=0)
+    for band, seed in (("g", 1), ("z", 2)):
+        frame = simulate_frame(np.random.default_rng(seed), config, band, load_cr_library())
+        expected = np.sqrt(frame.sky_adu * frame.gain + frame.read_noise**2) / frame.gain
+        assert np.std(frame.image) == pytest.approx(expected, rel=0.05)
+        assert np.mean(frame.image) == pytest.approx(frame.sky_adu, rel=0.01)
+
+
+def test_saturated_stars_bleed_and_are_never_labelled_cr():
+    config = SimulationConfig(detector=SMALL, stars_per_mpix=400, star_mag=(10.0, 13.0), cr_rate_scale=50)
+    frame = simulate_frame(np.random.default_rng(3), config, "r", load_cr_library())
+    assert frame.saturated.sum() > 100
+    assert not (frame.cr_mask & frame.saturated).any()
+    assert frame.cr_mask.sum() > 100
+    assert not (frame.cr_mask & frame.ignore).any()
+    # bleed trails run along columns: saturated runs are taller than wide
+    ys, xs = np.nonzero(frame.saturated)
+    assert np.ptp(ys) > 0
+
+
+def test_bleeding_conserves_charge_inside_the_column():
+    column = np.zeros((50, 1))
+    column[25] = 5.5
+    saturated = bleed_saturation(column, 1.0)
+    assert column.sum() == pytest.approx(5.5) and column.max() == pytest.approx(1.0)
+    assert saturated[:, 0].sum() == 5
+
+
+def test_presets_have_the_study_counts():
+    assert PRESETS["paper"].counts() == {"train": 23040, "val": 2560, "test": 7168}
+    assert "23040 train, 2560 validation, 7168 test patches" in plan("paper")
+
+
+@pytest.fixture(scope="module")
+def ci_benchmark(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ci_data")
+    counts = build_benchmark(out, "ci", seed=7, progress=False)
+    return out, counts
+
+
+def test_ci_benchmark_files(ci_benchmark):
+    out, counts = ci_benchmark
+    assert counts == PRESETS["ci"].counts() or sum(counts.values()) == sum(PRESETS["ci"].counts().values())
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 7 and meta["crdetect_version"]
+    with h5py.File(out / "train.h5") as f:
+        assert f["image"].dtype == np.float32 and f["image"].shape[1:] == (256, 256)
+        assert f["mask"].dtype == np.uint8 and f["ignore"].dtype == np.uint8
+        assert set(f["meta"]) >= {"band", "exposure_s", "gain", "read_noise", "sky_adu", "frame_sky", "frame_sigma"}
+        assert f["mask"][:].sum() > 0
+
+
+def test_benchmark_is_deterministic_for_a_seed(ci_benchmark, tmp_path):
+    out, _ = ci_benchmark
+    build_benchmark(tmp_path, "ci", seed=7, progress=False)
+    with h5py.File(out / "test.h5") as a, h5py.File(tmp_path / "test.h5") as b:
+        np.testing.assert_array_equal(a["image"][:], b["image"][:])
+        np.testing.assert_array_equal(a["mask"][:], b["mask"][:])
+
+
+def test_dataset_normalises_like_inference_and_augments(ci_benchmark):
+    out, _ = ci_benchmark
+    pre = Preprocessing()
+    plain = PatchDataset(out / "test.h5", pre)
+    item = plain[0]
+    assert item["image"].shape == (1, 256, 256) and item["mask"].dtype == torch.float32
+    with h5py.File(out / "test.h5") as f:
+        stats = FrameStatistics(float(f["meta/frame_sky"][0]), float(f["meta/frame_sigma"][0]))
+        np.testing.assert_allclose(item["image"][0].numpy(), pre.normalise(f["image"][0], stats), atol=1e-6)
+    augmented = PatchDataset(out / "test.h5", pre, augment=True, crop=128, seed=1)
+    a, b = augmented[0], augmented[0]
+    assert a["image"].shape == (1, 128, 128)
+    torch.testing.assert_close(a["image"], b["image"])  # same (seed, epoch, index): same augmentation
+    augmented.epoch = 1
+    assert not torch.equal(augmented[0]["image"], a["image"])
+
+
+def test_frame_statistics_ignore_sources_and_gradients():
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:400, :400]
+    galaxy = 500 * np.exp(-((x - 200) ** 2 + (y - 200) ** 2) / (2 * 80.0**2))
+    stats = frame_statistics(100 + galaxy + rng.normal(0, 4, (400, 400)))
+    assert stats.sigma == pytest.approx(4, rel=0.05)

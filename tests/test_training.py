@@ -1,0 +1,75 @@
+"""Training for one epoch at ci scale, resuming, YAML configs, and evaluation against LA-Cosmic."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from crdetect.cli import main
+from crdetect.data.simulate import build_benchmark
+from crdetect.training import TrainConfig, train
+from crdetect.training.loop import parameter_groups
+from crdetect import create_model
+
+
+@pytest.fixture(scope="module")
+def ci_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    build_benchmark(out, "ci", seed=3, progress=False)
+    return out
+
+
+def test_train_one_epoch_then_resume(ci_data, tmp_path):
+    config = TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": 8}, data=str(ci_data), epochs=1,
+                         batch_size=4, crop=128, device="cpu")
+    row = train(config, tmp_path, progress=False)
+    assert row["epoch"] == 1 and row["train_loss"] > 0
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.yaml", "metrics.csv", "best.pt", "last.pt"}
+    config.epochs = 2
+    train(config, tmp_path, progress=False)  # resumes from last.pt: only epoch 2 runs
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    loaded = TrainConfig.from_yaml(tmp_path / "config.yaml")
+    assert loaded.model_kwargs == {"base_channels": 8} and loaded.preprocessing
+
+
+def test_same_seed_same_weights(ci_data, tmp_path):
+    import torch
+
+    config = TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": 8}, data=str(ci_data), epochs=1,
+                         batch_size=4, crop=64, device="cpu", max_train_patches=8)
+    train(config, tmp_path / "a", progress=False)
+    train(config, tmp_path / "b", progress=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    decay, no_decay = parameter_groups(create_model("tunet_4"), 1e-4)
+    assert all(p.ndim > 1 for p in decay["params"]) and decay["weight_decay"] == 1e-4
+    assert any(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: unet\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown keys.*learning_rate"):
+        TrainConfig.from_yaml(path)
+
+
+def test_cli_train_and_evaluate_against_lacosmic(ci_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "tunet_4", "--model-kwargs", '{"num_layers": 1}', "--data", str(ci_data),
+                 "--epochs", "1", "--batch-size", "4", "--crop", "64", "--device", "cpu", "--out", str(run),
+                 "-q"]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--runs", str(run), "--baselines", "lacosmic", "--data", str(ci_data),
+                 "--max-test-patches", "4", "--out", str(out), "-q"]) == 0
+    table = (out / "results.md").read_text()
+    assert "| run | tunet_4 | 6 | 1 | 64 |" in table and "| lacosmic | baseline |" in table
+    for name in ("results.csv", "curves.json", "report.html", "roc_pr_test.png", "loss_curves.png",
+                 "dice_curves.png", "prediction_maps.png"):
+        assert (out / name).stat().st_size > 0
