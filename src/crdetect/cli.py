@@ -166,6 +166,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    import numpy as np
+    from astropy.io import fits
+
+    from .data.consecutive import label_stack
+    from .data.fits_io import atomic_write, output_path_for, read_science_hdus
+
+    sciences = [read_science_hdus(path, args.hdu)[0] for path in args.files]
+    header = sciences[0].header
+
+    def from_header(value, keys, what):
+        if value is not None:
+            return value
+        for key in keys:
+            if key in header:
+                return float(header[key])
+        raise CRDetectError(f"no {what} in the header of {args.files[0]} (looked for {', '.join(keys)}); pass --{what.replace(' ', '-')}")
+
+    gain = from_header(args.gain, ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN"), "gain")
+    read_noise = from_header(args.read_noise, ("RDNOISE", "READNOIS", "RON", "READNOISE"), "read noise")
+    shapes = {s.data.shape for s in sciences}
+    if len(shapes) != 1:
+        raise CRDetectError(f"the exposures differ in shape ({sorted(shapes)}); align and trim them first")
+    labels = label_stack([s.data for s in sciences], gain, read_noise)
+    out = Path(args.out)
+    for path, science, frame in zip(args.files, sciences, labels.frames):
+        hdus = fits.HDUList([fits.PrimaryHDU(header=science.header), fits.ImageHDU(science.data, name="SCI"),
+                             fits.ImageHDU(frame.cr_mask.astype(np.uint8), name="CRMASK"),
+                             fits.ImageHDU(frame.ignore.astype(np.uint8), name="IGNORE")])
+        hdus[0].header["CRREJECT"] = (frame.rejected, "frame rejected (outlying CR fraction)")
+        hdus[0].header["CRFRAC"] = (frame.cr_fraction, "fraction of pixels labelled CR")
+        atomic_write(hdus, output_path_for(path, out, "_crlabel"), args.overwrite)
+        state = "REJECTED" if frame.rejected else "ok"
+        print(f"{path}: {int(frame.cr_mask.sum())} CR pixels ({100 * frame.cr_fraction:.3f} %), {state}")
+    atomic_write(fits.HDUList([fits.PrimaryHDU(labels.median.astype(np.float32)),
+                               fits.ImageHDU(labels.weight.astype(np.float32), name="WEIGHT")]),
+                 out / "median_stack.fits", args.overwrite)
+    print(f"wrote labels to {out} (and median_stack.fits with the median-weighted loss map)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.")
     parser.add_argument("--version", action="version", version=f"crdetect {__version__}")
@@ -219,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
     train.add_argument("-q", "--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    label = sub.add_parser("label", help="CR labels from >= 3 aligned consecutive exposures (Cosmic-CoNN recipe)")
+    label.add_argument("files", nargs="+", help="aligned exposures of one field (FITS)")
+    label.add_argument("--out", required=True, help="output directory")
+    label.add_argument("--hdu", default=None, help="HDU index or EXTNAME of the science image")
+    label.add_argument("--gain", type=float, default=None, help="e-/ADU (default: header GAIN)")
+    label.add_argument("--read-noise", type=float, default=None, help="e- (default: header RDNOISE)")
+    label.add_argument("--overwrite", action="store_true")
+    label.set_defaults(func=cmd_label)
 
     evaluate = sub.add_parser("evaluate", help="score runs and baselines on the same test set and real frames")
     evaluate.add_argument("--runs", nargs="*", default=[], help="run directories or checkpoints")

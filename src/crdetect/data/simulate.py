@@ -148,40 +148,67 @@ def bleed_saturation(image_e: np.ndarray, full_well: float) -> np.ndarray:
     return saturated
 
 
-def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str, library: CRLibrary) -> Frame:
-    """One DECam-like frame in ADU with its CR label, ignore mask and conditions."""
+@dataclass
+class Scene:
+    """The noiseless sky of one pointing: what consecutive exposures of a field have in common."""
+
+    signal_e: np.ndarray  # sources, electrons
+    sky_e: float
+    band: str
+    exposure_s: float
+    seeing_arcsec: float
+
+
+def render_scene(rng: np.random.Generator, config: SimulationConfig, band: str) -> Scene:
+    """Draw the conditions (exposure, seeing, sky) and render the sources of one pointing."""
     if band not in BANDS:
         raise ValueError(f"unknown band {band!r}; choose one of {', '.join(BANDS)}")
-    det = config.detector
     sky_mag, zero_point = BANDS[band]
     exposure = float(rng.uniform(*config.exposure_s))
     fwhm = float(rng.uniform(*config.seeing_arcsec))
     # sky varies by +-0.3 mag around the dark-sky value (moon, airmass)
     sky_e = exposure * 10 ** (-0.4 * (sky_mag + rng.uniform(-0.3, 0.3) - zero_point)) * PIXEL_SCALE**2
-
-    signal = np.zeros(det.shape, np.float32)
+    signal = np.zeros(config.detector.shape, np.float32)
     _render_sources(signal, rng, config, zero_point, exposure, fwhm)
-    image_e = rng.poisson(np.clip(signal, 0, None) + sky_e).astype(np.float32)
-    charge, n_hits = inject_crs(image_e, exposure, rng, library, config.cr_rate_scale, config.cr_track_fraction)
+    return Scene(np.clip(signal, 0, None), float(sky_e), band, exposure, fwhm)
+
+
+def expose(scene: Scene, rng: np.random.Generator, config: SimulationConfig, library: CRLibrary,
+           defect_rng: np.random.Generator | None = None) -> Frame:
+    """One exposure of ``scene``: Poisson noise, cosmic rays, saturation, read noise, detector defects.
+
+    ``defect_rng`` draws the bad columns and hot pixels; pass generators with the same seed to give
+    consecutive exposures of one detector the same defects.
+    """
+    det = config.detector
+    defect_rng = rng if defect_rng is None else defect_rng
+    image_e = rng.poisson(scene.signal_e + scene.sky_e).astype(np.float32)
+    charge, n_hits = inject_crs(image_e, scene.exposure_s, rng, library, config.cr_rate_scale,
+                                config.cr_track_fraction)
     saturated = bleed_saturation(image_e, det.full_well)
     image_e += rng.normal(0.0, det.read_noise, det.shape).astype(np.float32)
 
     ignore = np.zeros(det.shape, bool)
-    for _ in range(rng.integers(config.bad_columns[0], config.bad_columns[1] + 1)):
-        column, start = rng.integers(det.shape[1]), rng.integers(det.shape[0])
-        level = sky_e * rng.choice([0.0, 0.5, 3.0, 20.0])  # dead, low, warm or hot column
+    for _ in range(defect_rng.integers(config.bad_columns[0], config.bad_columns[1] + 1)):
+        column, start = defect_rng.integers(det.shape[1]), defect_rng.integers(det.shape[0])
+        level = scene.sky_e * defect_rng.choice([0.0, 0.5, 3.0, 20.0])  # dead, low, warm or hot column
         image_e[start:, column] = level + rng.normal(0, np.sqrt(level + det.read_noise**2), det.shape[0] - start)
         ignore[start:, column] = True
-    n_hot = rng.poisson(config.hot_pixels_per_mpix * image_e.size / 1e6)
-    hy, hx = rng.integers(det.shape[0], size=n_hot), rng.integers(det.shape[1], size=n_hot)
-    image_e[hy, hx] += rng.uniform(5e2, 5e4, n_hot).astype(np.float32)
+    n_hot = defect_rng.poisson(config.hot_pixels_per_mpix * image_e.size / 1e6)
+    hy, hx = defect_rng.integers(det.shape[0], size=n_hot), defect_rng.integers(det.shape[1], size=n_hot)
+    image_e[hy, hx] += defect_rng.uniform(5e2, 5e4, n_hot).astype(np.float32)
     ignore[hy, hx] = True
 
-    noise_e = np.sqrt(sky_e + np.clip(signal, 0, None) + det.read_noise**2)
+    noise_e = np.sqrt(scene.sky_e + scene.signal_e + det.read_noise**2)
     cr_mask = (charge >= config.label_nsigma * noise_e) & ~saturated & ~ignore
     image = np.clip(image_e / det.gain, None, det.adc_max).astype(np.float32)
-    return Frame(image, cr_mask, ignore, band, exposure, fwhm, sky_e / det.gain, det.gain, det.read_noise, n_hits,
-                 saturated)
+    return Frame(image, cr_mask, ignore, scene.band, scene.exposure_s, scene.seeing_arcsec, scene.sky_e / det.gain,
+                 det.gain, det.read_noise, n_hits, saturated)
+
+
+def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str, library: CRLibrary) -> Frame:
+    """One DECam-like frame in ADU with its CR label, ignore mask and conditions."""
+    return expose(render_scene(rng, config, band), rng, config, library)
 
 
 # ---------------------------------------------------------------- benchmark construction
