@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
 
 from crdetect.cli import SAMPLE_FILE, main
 from crdetect.data.fits_io import read_science_hdus
@@ -138,10 +140,10 @@ def test_directory_and_glob_inputs(shared_data, tiny_checkpoint, tmp_path):
         shutil.copy(shared_data / "real" / "b6_eso_emmi_sep" / name, folder / name)
     shutil.copy(shared_data / "real" / "b1_hsc_lsst" / "hsc_crs.fits", folder / "hsc.fits")
     assert main(["detect", str(folder), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path / "a"), "-q"]) == 0
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["hsc_crmask.fits", "image_crmask.fits"]
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.fits")) == ["hsc_crmask.fits", "image_crmask.fits"]
     assert main(["detect", str(folder / "h*.fits"), "--model", str(tiny_checkpoint), "--out-dir",
                  str(tmp_path / "b"), "-q"]) == 0
-    assert [p.name for p in (tmp_path / "b").iterdir()] == ["hsc_crmask.fits"]
+    assert [p.name for p in (tmp_path / "b").glob("*.fits")] == ["hsc_crmask.fits"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
@@ -150,7 +152,7 @@ def test_read_only_output_directory(tiny_checkpoint, tmp_path, capsys):
     out.mkdir()
     out.chmod(0o500)
     try:
-        assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(out)]) == 1
+        assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(out)]) == 2
         assert "cannot write into" in capsys.readouterr().err
     finally:
         out.chmod(0o700)
@@ -159,5 +161,43 @@ def test_read_only_output_directory(tiny_checkpoint, tmp_path, capsys):
 def test_output_directory_that_cannot_be_created(tiny_checkpoint, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(blocker / "sub")]) == 1
+    assert main(["detect", "--sample", "--model", str(tiny_checkpoint), "--out-dir", str(blocker / "sub")]) == 2
     assert "cannot write into" in capsys.readouterr().err
+
+
+def test_summary_table_inpainting_and_skip_if_done(shared_data, tiny_checkpoint, tmp_path):
+    import csv
+
+    source = shared_data / "real" / "b1_hsc_lsst" / "hsc_crs.fits"
+    args = ["detect", str(source), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path), "--inpaint",
+            "--threshold", "0.3", "-q"]
+    assert main(args) == 0
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["status"] == "ok" and rows[0]["shape"] == "300x300" and int(rows[0]["cr_pixels"]) >= 0
+    with fits.open(tmp_path / "hsc_crs_crmask.fits") as hdul:
+        mask, cleaned, original = hdul["CRMASK"].data > 0, hdul["CLEANED"].data, hdul[0].data
+        np.testing.assert_array_equal(cleaned[~mask], original[~mask])  # only flagged pixels change
+    assert main(args + ["--skip-existing"]) == 0
+    with open(tmp_path / "summary.csv") as f:
+        assert next(csv.DictReader(f))["status"] == "skipped (output exists)"
+
+
+def test_parallel_workers_and_local_dask_cluster_give_the_same_masks(shared_data, tiny_checkpoint, tmp_path):
+    pytest.importorskip("dask.distributed")
+    files = [str(shared_data / "real" / d / f) for d, f in (("b6_eso_emmi_sep", "image.fits"),
+                                                              ("b1_hsc_lsst", "hsc_crs.fits"))]
+    common = ["--model", str(tiny_checkpoint), "--device", "cpu", "-q"]
+    assert main(["detect", *files, "--out-dir", str(tmp_path / "serial")] + common) == 0
+    assert main(["detect", *files, "--jobs", "2", "--out-dir", str(tmp_path / "jobs")] + common) == 0
+    assert main(["detect", *files, "--scheduler", "local", "--out-dir", str(tmp_path / "dask")] + common) == 0
+    def probability(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)  # the ESO frame's non-standard cards
+            with fits.open(path, memmap=False) as hdul:
+                return hdul["CRPROB"].data.copy()
+
+    for name in ("image_crmask.fits", "hsc_crs_crmask.fits"):
+        reference = probability(tmp_path / "serial" / name)
+        for other in ("jobs", "dask"):
+            np.testing.assert_allclose(probability(tmp_path / other / name), reference, atol=1e-5)

@@ -104,7 +104,10 @@ def peer_available(module: str) -> bool:
 
 
 class DeepCRDetector(Detector):
-    """deepCR's pretrained ``decam`` model (``pip install deepCR``); the score is its probability."""
+    """deepCR's pretrained ``decam`` model (``pip install deepCR``); the score is its probability.
+
+    deepCR's model zoo says the DECam model expects calibrated images in ADU, which is what it gets.
+    """
 
     name = "deepcr"
     threshold = 0.5
@@ -123,7 +126,11 @@ class DeepCRDetector(Detector):
 
 
 class CosmicCoNNDetector(Detector):
-    """Cosmic-CoNN's pretrained ``ground_imaging`` model (``pip install cosmic-conn``)."""
+    """Cosmic-CoNN's pretrained ``ground_imaging`` model (``pip install cosmic-conn``).
+
+    The model was trained on LCO frames in electrons and only subtracts the median itself, so the
+    image is converted to electrons with the frame's gain first.
+    """
 
     name = "cosmic_conn_peer"
     threshold = 0.5
@@ -136,7 +143,7 @@ class CosmicCoNNDetector(Detector):
         self.model = cosmic_conn.init_model(model)
 
     def score(self, image, context):
-        image = np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32)
+        image = np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32) * context.gain
         return np.asarray(self.model.detect_cr(image), np.float32)
 
 

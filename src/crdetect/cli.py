@@ -41,45 +41,36 @@ def _expand_inputs(items: list[str]) -> list[Path]:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .data.fits_io import output_path_for, read_science_hdus, write_detection
+    from .data.fits_io import ensure_output_dir
     from .inference import load_detector
+    from .pipeline import DetectOptions, run_dask, run_local, write_summary
 
     inputs = _expand_inputs(args.files) + ([SAMPLE_FILE] if args.sample else [])
     if not inputs:
         raise CRDetectError("no input files; pass FITS files, directories or globs (or --sample)")
-    detector = load_detector(args.model, device=args.device, threshold=args.threshold)
-    out_dir = Path(args.out_dir)
-    failures: list[tuple[Path, str]] = []
-    for path in tqdm(inputs, desc="crdetect", unit="file", disable=args.quiet or len(inputs) < 2):
-        out_path = output_path_for(path, out_dir)
-        try:
-            if out_path.exists() and args.skip_existing:
-                logger.info("%s exists, skipped", out_path)
-                continue
-            if out_path.exists() and not args.overwrite:
-                raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
-                                    "(or --skip-existing to keep it)")
-            results = []
-            for science in read_science_hdus(path, args.hdu):
-                result = detector.predict(science.data, tile=args.tile or None)
-                results.append((science, result))
-                if not args.quiet:
-                    print(f"{path.name}[{science.label}]: {int(result.mask.sum())} CR pixels "
-                          f"({100 * result.cr_fraction:.3f} %)")
-            write_detection(path, out_path, results, detector.name, overwrite=args.overwrite)
-            if not args.quiet:
-                print(f"wrote {out_path}")
-        except Exception as err:  # one bad file must not stop a batch of thousands
-            message = str(err) if isinstance(err, CRDetectError) else f"{type(err).__name__}: {err}"
-            logger.debug("failure on %s", path, exc_info=True)
-            failures.append((path, message))
-            print(f"error: {path}: {message}", file=sys.stderr)
+    options = DetectOptions(model=args.model, out_dir=args.out_dir, hdu=args.hdu, threshold=args.threshold,
+                            device=args.device, tile=args.tile or None, overwrite=args.overwrite,
+                            skip_existing=args.skip_existing, inpaint=args.inpaint)
+    load_detector(args.model, device=args.device)  # a bad model name or checkpoint fails once, up front
+    ensure_output_dir(args.out_dir)
+    if args.scheduler:
+        rows = run_dask(inputs, options, args.scheduler, progress=not args.quiet)
+    else:
+        rows = run_local(inputs, options, jobs=args.jobs, progress=not args.quiet)
+    summary = write_summary(rows, args.out_dir)
+    failures = [r for r in rows if r["status"].startswith("error")]
+    if not args.quiet:
+        for row in rows:
+            if row["status"] == "ok":
+                print(f"{Path(row['file']).name}[{row['hdu']}]: {row['cr_pixels']} CR pixels "
+                      f"({100 * row['cr_fraction']:.3f} %) -> {row['output']}")
+            elif not row["status"].startswith("error"):
+                print(f"{Path(row['file']).name}: {row['status']}")
+        print(f"summary: {summary}")
+    for row in failures:
+        print(f"error: {row['file']}: {row['status'][len('error: '):]}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} of {len(inputs)} files failed:", file=sys.stderr)
-        for path, message in failures:
-            print(f"  {path}: {message}", file=sys.stderr)
+        print(f"{len(failures)} of {len(inputs)} files failed (see {summary})", file=sys.stderr)
         return 1
     return 0
 
@@ -226,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--tile", type=int, default=512, help="tile size in pixels; 0 for whole frames")
     detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
+    detect.add_argument("--inpaint", action="store_true",
+                        help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
+    detect.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    detect.add_argument("--scheduler", default=None,
+                        help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")
     detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     detect.set_defaults(func=cmd_detect)
 

@@ -139,6 +139,18 @@ def output_path_for(path: str | os.PathLike, out_dir: str | os.PathLike, suffix:
     return Path(out_dir) / f"{name}{suffix}.fits"
 
 
+def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
+    """Create the output directory if needed; a clear error when it cannot be created or written."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot write into {str(out)!r}: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK):
+        raise OutputError(f"cannot write into {str(out)!r}: permission denied")
+    return out
+
+
 def atomic_write(hdul: fits.HDUList, out_path: Path, overwrite: bool = False) -> None:
     """Write ``hdul`` to ``out_path`` through a temporary file in the same directory and a rename.
 
@@ -173,8 +185,9 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
         BZERO/BSCALE are copied bit for bit).
     out_path : path
         Output file; must differ from the input.
-    results : list of (ScienceHDU, DetectionResult)
-        Each detected science HDU with its :class:`crdetect.inference.DetectionResult`.
+    results : list of (ScienceHDU, DetectionResult, cleaned image or None)
+        Each detected science HDU with its :class:`crdetect.inference.DetectionResult` and, when
+        inpainting was asked for, the cleaned image (written as a ``CLEANED`` extension).
     model_name : str
         Written into the headers (``CRMODEL``).
     overwrite : bool
@@ -192,7 +205,7 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
             hdus = [s.copy() if isinstance(r, fits.CompImageHDU) else r.copy() for r, s in zip(raw, scaled)]
     from .. import __version__
 
-    for science, result in results:
+    for science, result, cleaned in results:
         cards = [("CRMODEL", model_name[:68], "crdetect model that made this"),
                  ("CRTHRESH", float(result.threshold), "CR probability threshold"),
                  ("CRSCIEXT", science.index, "HDU index of the science image"),
@@ -210,5 +223,12 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
             for key, value, comment in cards:
                 hdu.header[key] = (value, comment)
         hdus += [mask_hdu, prob_hdu]
+        if cleaned is not None:
+            clean_hdu = fits.ImageHDU(cleaned.astype(np.float32), name="CLEANED")
+            clean_hdu.header["EXTVER"] = science.index
+            for key, value, comment in cards:
+                clean_hdu.header[key] = (value, comment)
+            clean_hdu.header["CRINPNT"] = ("median5x5", "flagged pixels: median of unflagged 5x5 neighbours")
+            hdus.append(clean_hdu)
     atomic_write(fits.HDUList(hdus), out_path, overwrite)
     return out_path

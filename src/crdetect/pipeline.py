@@ -1,0 +1,171 @@
+"""Detection over many files: one file at a time, in parallel processes, or on a Dask cluster.
+
+:func:`detect_file` does the whole job for one FITS file (read, detect every selected HDU, optionally
+inpaint, write atomically) and returns one summary row per HDU; a failure becomes a row with the
+error instead of an exception, so one bad file never stops a batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import CRDetectError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """What ``crdetect detect`` was asked to do (picklable: it travels to worker processes)."""
+
+    model: str = "default"
+    out_dir: str = "crdetect_out"
+    hdu: str | None = None
+    threshold: float | None = None
+    device: str = "auto"
+    tile: int | None = 512
+    overwrite: bool = False
+    skip_existing: bool = False
+    inpaint: bool = False
+    threads: int | None = None
+
+
+def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.ndarray:
+    """Replace masked pixels by the median of the unmasked pixels in a ``size`` x ``size`` window.
+
+    As deepCR's and astroscrappy's median cleaning do; pixels whose window is entirely masked are
+    filled by repeating with growing windows.
+    """
+    cleaned = np.array(image, dtype=np.float32, copy=True)
+    todo = np.asarray(mask, bool) | ~np.isfinite(cleaned)
+    window = size
+    while todo.any() and window <= 4 * max(image.shape):
+        masked = np.where(todo, np.nan, cleaned)
+        padded = np.pad(masked, window // 2, mode="reflect")
+        ys, xs = np.nonzero(todo)
+        # gather each masked pixel's window from the padded image (only masked pixels: cheap)
+        offsets = np.arange(window)
+        patches = padded[(ys[:, None, None] + offsets[None, :, None]), (xs[:, None, None] + offsets[None, None, :])]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: filled next round
+            filled = np.nanmedian(patches.reshape(len(ys), -1), axis=1) if len(ys) else np.array([])
+        ok = np.isfinite(filled)
+        cleaned[ys[ok], xs[ok]] = filled[ok]
+        todo[ys[ok], xs[ok]] = False
+        window = window * 2 + 1
+    return cleaned
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_detector(model: str, device: str, threshold: float | None, threads: int | None):
+    """One detector per worker process, loaded on first use."""
+    import torch
+
+    from .inference import load_detector
+
+    if threads:
+        torch.set_num_threads(threads)
+    return load_detector(model, device=device, threshold=threshold)
+
+
+def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list[dict]:
+    """Detect CRs in one FITS file and write its output; returns one summary row per science HDU."""
+    from .data.fits_io import output_path_for, read_science_hdus, write_detection
+
+    path = Path(path)
+    out_path = output_path_for(path, options.out_dir)
+    started = time.perf_counter()
+    base = {"file": str(path), "output": str(out_path)}
+    try:
+        if out_path.exists() and options.skip_existing:
+            return [{**base, "status": "skipped (output exists)"}]
+        if out_path.exists() and not options.overwrite:
+            raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
+                                "(or --skip-existing to keep it)")
+        detector = detector or _cached_detector(options.model, options.device, options.threshold, options.threads)
+        results, rows = [], []
+        for science in read_science_hdus(path, options.hdu):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                result = detector.predict(science.data, tile=options.tile)
+            cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
+            results.append((science, result, cleaned))
+            rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),
+                         "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
+                         "nonfinite_pixels": int(result.nonfinite.sum()), "status": "ok"})
+        write_detection(path, out_path, results, detector.name, overwrite=options.overwrite)
+        seconds = time.perf_counter() - started
+        for row in rows:
+            row["seconds"] = round(seconds, 3)
+        return rows
+    except Exception as err:  # reported in the summary; the batch goes on
+        message = str(err) if isinstance(err, CRDetectError) else f"{type(err).__name__}: {err}"
+        logger.debug("failure on %s", path, exc_info=True)
+        return [{**base, "status": f"error: {message}"}]
+
+
+def run_local(paths: list[Path], options: DetectOptions, jobs: int = 1, progress: bool = True) -> list[dict]:
+    """Process files in this process (``jobs=1``) or in ``jobs`` worker processes."""
+    from tqdm import tqdm
+
+    if jobs <= 1:
+        detector = _cached_detector(options.model, options.device, options.threshold, options.threads)
+        return [row for p in tqdm(paths, desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
+                for row in detect_file(p, options, detector)]
+    from concurrent.futures import ProcessPoolExecutor
+
+    import multiprocessing
+
+    # spawn: torch and forked OpenMP thread pools do not mix; each worker gets its share of cores
+    options = DetectOptions(**{**asdict(options), "threads": options.threads or 1})
+    _cached_detector(options.model, options.device, options.threshold, None)  # fail fast on a bad model
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(detect_file, p, options) for p in paths]
+        return [row for f in tqdm(futures, desc="crdetect", unit="file", disable=not progress) for row in f.result()]
+
+
+def run_dask(paths: list[Path], options: DetectOptions, scheduler: str, progress: bool = True) -> list[dict]:
+    """Process files on a Dask cluster (``scheduler`` address, or ``"local"`` for a local cluster)."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise CRDetectError("--scheduler needs Dask: pip install 'crdetect[survey]'") from None
+    from tqdm import tqdm
+
+    cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None) if scheduler == "local" else None
+    client = Client(cluster or scheduler)
+    try:
+        options = DetectOptions(**{**asdict(options), "threads": options.threads or 1})
+        futures = client.map(detect_file, [str(p) for p in paths], options=options, pure=False)
+        rows = []
+        for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect (dask)", disable=not progress):
+            rows += future.result()
+        order = {str(p): i for i, p in enumerate(paths)}
+        return sorted(rows, key=lambda r: order[r["file"]])
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def write_summary(rows: list[dict], out_dir: str | Path) -> Path:
+    """``summary.csv`` in the output directory: one row per HDU (or per failed/skipped file)."""
+    import csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["file", "hdu", "shape", "cr_pixels", "cr_fraction", "nonfinite_pixels", "seconds", "status", "output"]
+    path = out / "summary.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in columns} for row in rows)
+    return path
