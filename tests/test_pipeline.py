@@ -24,3 +24,11 @@ def test_inpaint_fills_large_masked_regions_and_nans():
     image[18, 18] = np.nan
     cleaned = inpaint_median(image, mask)
     assert np.isfinite(cleaned).all() and np.allclose(cleaned, 1.0)
+
+
+def test_inpaint_everything_masked_is_a_no_op_and_memory_bounded():
+    image = np.random.default_rng(0).normal(size=(300, 300)).astype(np.float32)
+    np.testing.assert_array_equal(inpaint_median(image, np.ones_like(image, bool)), image)
+    mask = np.ones_like(image, bool)
+    mask[0, 0] = False  # one good pixel fills a 300 x 300 hole
+    assert np.allclose(inpaint_median(image, mask), image[0, 0])
