@@ -46,16 +46,17 @@ class Detector:
 
 
 class NetworkDetector(Detector):
-    """A crdetect model; the score is the CR probability."""
+    """A crdetect model; the score is its logit (probabilities tie at 1.0 in float32)."""
 
     def __init__(self, detector, name: str | None = None, tile: int | None = 512) -> None:
         self.detector = detector
         self.name = name or detector.name
-        self.threshold = detector.threshold
+        p = min(max(detector.threshold, 1e-7), 1 - 1e-7)
+        self.threshold = float(np.log(p / (1 - p)))
         self.tile = tile
 
     def score(self, image, context):
-        return self.detector.predict(image, tile=self.tile, statistics=context.statistics).probability
+        return self.detector.predict(image, tile=self.tile, statistics=context.statistics).logits
 
 
 class LACosmicDetector(Detector):

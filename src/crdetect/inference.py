@@ -39,6 +39,9 @@ class DetectionResult:
     ----------
     probability : ndarray of float32
         CR probability per pixel, same shape as the input; 0 where the input was not finite.
+    logits : ndarray of float32
+        The network's logits (-inf where the input was not finite). Probabilities saturate at 1.0 in
+        float32 for logits above ~17; rank pixels by logits (ROC curves at low FPR).
     mask : ndarray of bool
         ``probability >= threshold``, never true at non-finite input pixels.
     nonfinite : ndarray of bool
@@ -52,6 +55,7 @@ class DetectionResult:
     probability: np.ndarray
     mask: np.ndarray
     nonfinite: np.ndarray
+    logits: np.ndarray
     threshold: float
     statistics: FrameStatistics
 
@@ -188,10 +192,12 @@ class CRDetector:
             logger.warning("%d non-finite pixels (NaN/inf) are treated as sky and never flagged", nonfinite.sum())
         stats = statistics or frame_statistics(image)
         normalised = self.preprocessing.normalise(image, stats)
-        probability = self._predict_normalised(normalised, tile, overlap, batch_size)
-        probability[nonfinite] = 0.0
+        logits = self._predict_normalised(normalised, tile, overlap, batch_size)
+        logits[nonfinite] = -np.inf
+        probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
         threshold = self.threshold if threshold is None else float(threshold)
-        return DetectionResult(probability, (probability >= threshold) & ~nonfinite, nonfinite, threshold, stats)
+        return DetectionResult(probability, (probability >= threshold) & ~nonfinite, nonfinite, logits, threshold,
+                               stats)
 
     def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None) -> np.ndarray:
@@ -206,10 +212,11 @@ class CRDetector:
     @torch.inference_mode()
     def _run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch[:, None]).to(self.device)
-        return torch.sigmoid(self.model(x)).float()[:, 0].cpu().numpy()
+        return self.model(x).float()[:, 0].cpu().numpy()
 
     def _predict_normalised(self, image: np.ndarray, tile: int | None, overlap: int | None,
                             batch_size: int) -> np.ndarray:
+        """Logits of a normalised frame, whole or tiled."""
         height, width = image.shape
         multiple = self.pad_multiple
         # Pad once for the whole frame, exactly as the model pads a whole frame itself, so tiles
@@ -233,10 +240,10 @@ class CRDetector:
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
             batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
-            for (y, x), prob in zip(chunk, self._run(batch)):
+            for (y, x), logit in zip(chunk, self._run(batch)):
                 y0, y1 = _core_window(y, tile_h, pad_h, margin)
                 x0, x1 = _core_window(x, tile_w, pad_w, margin)
-                total[y + y0:y + y1, x + x0:x + x1] += prob[y0:y1, x0:x1]
+                total[y + y0:y + y1, x + x0:x + x1] += logit[y0:y1, x0:x1]
                 weight[y + y0:y + y1, x + x0:x + x1] += 1.0
         return (total / weight)[:height, :width]
 

@@ -69,6 +69,8 @@ def _prediction_figure(detectors, test_h5: Path, out_path: Path) -> Path:
             predictions = {}
             for d in detectors:
                 score = d.score(image, context)
-                predictions[d.name] = score >= d.threshold if d.name == "lacosmic" else score
+                # networks: probability from the logit; LA-Cosmic: its mask at the default sigclip
+                predictions[d.name] = (score >= d.threshold if d.name == "lacosmic"
+                                       else 1 / (1 + np.exp(-np.clip(score, -50, 50))))
             return plot_prediction_maps(image, truth, predictions, out_path)
     raise RuntimeError("empty test set")

@@ -34,10 +34,16 @@ class UNet(SegmentationNet):
         plain U-Net of the study).
     attention : bool
         Put an Oktay attention gate on every skip connection (Attention U-Net).
+    head_relu : bool
+        Keep the ReLU between the last block and the 1x1 head (as deepCR). Without it the head sees
+        signed features, so the logit has no ceiling: with the ReLU, a network may learn "CR = no
+        feature active", and then every CR-like pixel, true or false, gets the same logit (the head's
+        bias), which flattens the ROC curve at low false-positive rates.
     """
 
     def __init__(self, in_chans: int = 1, base_channels: int = 32, depth: int = 3, norm: str = "batch",
-                 groups: int = 8, conv_bias: bool = True, up_kernel: int = 2, attention: bool = False) -> None:
+                 groups: int = 8, conv_bias: bool = True, up_kernel: int = 2, attention: bool = False,
+                 head_relu: bool = True) -> None:
         super().__init__()
         if in_chans < 1 or base_channels < 1:
             raise ValueError(f"in_chans and base_channels must be positive, got {in_chans}, {base_channels}")
@@ -73,6 +79,8 @@ class UNet(SegmentationNet):
             if attention:
                 self.gates.append(AttentionGate(fine, fine, fine // 2))
             self.decoder.append(DoubleConv(2 * fine, fine, norm, conv_bias, groups))
+        if not head_relu:
+            self.decoder[-1][-1] = nn.Identity()  # drop the block's final ReLU: signed features to the head
         self.head = nn.Conv2d(channels[0], 1, 1)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:

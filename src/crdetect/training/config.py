@@ -33,6 +33,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA only
     seed: int = 0
+    init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning, warm starts)
     threshold: float = 0.5
     calibrate_threshold: bool = True  # store the validation-Dice-optimal threshold in checkpoints
     preprocessing: dict = field(default_factory=dict)

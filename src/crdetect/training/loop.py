@@ -96,6 +96,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
 
     model = create_model(config.model, **config.model_kwargs).to(device)
+    if config.init_from:
+        initial, _ = load_checkpoint(config.init_from)
+        model.load_state_dict(initial.state_dict())  # same parameter names: only the architecture's kwargs may differ
+        logger.info("weights initialised from %s", config.init_from)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
     loss_fn = get_loss(config.loss)
