@@ -1,0 +1,125 @@
+"""Speed benchmark: crdetect's models against astroscrappy, deepCR and Cosmic-CoNN on one DECam CCD frame.
+
+All detectors run in this one process on the same simulated 2048 x 4096 frame (DECam-like, with real
+CR footprints). For each: wall seconds (best of ``--repeat``), Mpix/s, the peak resident memory
+above the baseline while it ran (sampled every 5 ms), and the ratio of crdetect's time to each peer's.
+
+    python benchmarks/bench_detect.py [--threads 2] [--repeat 2] [--out results/bench_detect.txt]
+
+Peers that are not installed (pip install 'crdetect[peers]') are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakMemory:
+    """Peak RSS (MB) above the level at entry, sampled in a thread."""
+
+    def __enter__(self):
+        self.base = self.peak = rss_mb()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+    @property
+    def above_base(self) -> float:
+        return self.peak - self.base
+
+
+def make_frame(seed: int = 0):
+    from crdetect.data.inject import load_cr_library
+    from crdetect.data.simulate import SimulationConfig, simulate_frame
+
+    return simulate_frame(np.random.default_rng(seed), SimulationConfig(), "r", load_cr_library().pool("test"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--default", default="default", help="crdetect default model (name or checkpoint)")
+    parser.add_argument("--fast", default="fast", help="crdetect fast model (name or checkpoint)")
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--out", default=None, help="also write the report to this file")
+    args = parser.parse_args()
+
+    import torch
+
+    import crdetect
+    from crdetect.baselines import CosmicCoNNDetector, DeepCRDetector, ImageContext, LACosmicDetector
+    from crdetect.preprocessing import frame_statistics
+
+    torch.set_num_threads(args.threads)
+    frame = make_frame()
+    image = frame.image
+    mpix = image.size / 1e6
+    context = ImageContext(frame_statistics(image), frame.gain, frame.read_noise, 1.6e5 / frame.gain)
+    runs = {}
+
+    def ours(spec):
+        detector = crdetect.load_detector(spec, device="cpu")
+        return lambda: detector.predict(image, tile=args.tile)
+
+    candidates = [("crdetect default", lambda: ours(args.default)), ("crdetect fast", lambda: ours(args.fast)),
+                  ("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
+                  ("deepCR decam", lambda: (lambda d=DeepCRDetector(): lambda: d.score(image, context))()),
+                  ("Cosmic-CoNN ground_imaging", lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(image, context))())]
+    notes = []
+    for name, build in candidates:
+        try:
+            fn = build()
+        except Exception as err:  # a peer not installed, a model not shipped
+            notes.append(f"{name}: skipped ({err})")
+            continue
+        times = []
+        with PeakMemory() as memory:
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - started)
+        runs[name] = (min(times), memory.above_base)
+
+    lines = [f"frame: simulated DECam CCD {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix), r band; "
+             f"torch {torch.__version__}, {args.threads} threads, tile {args.tile}, best of {args.repeat}",
+             f"{'detector':<28} {'seconds':>8} {'Mpix/s':>8} {'peak MB':>8}"]
+    for name, (seconds, peak) in runs.items():
+        lines.append(f"{name:<28} {seconds:8.2f} {mpix / seconds:8.2f} {peak:8.0f}")
+    lines.append("ratios (time ours / time theirs; < 1 means crdetect is faster):")
+    for ours_name in [n for n in runs if n.startswith("crdetect")]:
+        for theirs in [n for n in runs if not n.startswith("crdetect")]:
+            lines.append(f"  {ours_name} / {theirs}: {runs[ours_name][0] / runs[theirs][0]:.2f}")
+    lines += notes
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
