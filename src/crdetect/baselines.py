@@ -48,7 +48,7 @@ class Detector:
 class NetworkDetector(Detector):
     """A crdetect model; the score is its logit (probabilities tie at 1.0 in float32)."""
 
-    def __init__(self, detector, name: str | None = None, tile: int | None = 512) -> None:
+    def __init__(self, detector, name: str | None = None, tile: int | None = 1024) -> None:
         self.detector = detector
         self.name = name or detector.name
         p = min(max(detector.threshold, 1e-7), 1 - 1e-7)

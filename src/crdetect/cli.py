@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the first 2-D image HDU)")
     detect.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
     detect.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    detect.add_argument("--tile", type=int, default=512, help="tile size in pixels; 0 for whole frames")
+    detect.add_argument("--tile", type=int, default=1024, help="tile size in pixels; 0 for whole frames")
     detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
     detect.add_argument("--inpaint", action="store_true",

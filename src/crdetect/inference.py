@@ -26,8 +26,8 @@ from .preprocessing import FrameStatistics, Preprocessing, frame_statistics
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TILE = 512
-DEFAULT_BATCH_SIZE = 4
+DEFAULT_TILE = 1024
+DEFAULT_BATCH_SIZE = 2
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -146,6 +146,10 @@ class CRDetector:
                  info: CheckpointInfo | None = None) -> None:
         self.device = resolve_device(device)
         self.model = unwrap_model(model).to(self.device).eval()
+        # channels-last convolutions are markedly faster on CPUs (oneDNN); measured ~1.6x for the
+        # 3-16 U-Net on 1024 px tiles (benchmarks/bench_detect.py)
+        self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.preprocessing = preprocessing or Preprocessing()
         self.threshold = float(threshold)
         self.name = name or getattr(self.model, "model_name", type(self.model).__name__)
@@ -211,8 +215,8 @@ class CRDetector:
 
     @torch.inference_mode()
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch[:, None]).to(self.device)
-        return self.model(x).float()[:, 0].cpu().numpy()
+        x = torch.from_numpy(batch[:, None]).to(self.device).contiguous(memory_format=self.memory_format)
+        return self.model(x).float()[:, 0].contiguous().cpu().numpy()
 
     def _predict_normalised(self, image: np.ndarray, tile: int | None, overlap: int | None,
                             batch_size: int) -> np.ndarray:

@@ -31,7 +31,7 @@ class DetectOptions:
     hdu: str | None = None
     threshold: float | None = None
     device: str = "auto"
-    tile: int | None = 512
+    tile: int | None = 1024
     overwrite: bool = False
     skip_existing: bool = False
     inpaint: bool = False
