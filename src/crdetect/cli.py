@@ -110,7 +110,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.seeing:
         config = replace(config, seeing_arcsec=tuple(args.seeing))
     if args.cr_rate_scale is not None:
-        config = replace(config, cr_rate_scale=args.cr_rate_scale)
+        config = replace(config, cr_rate_scale=args.cr_rate_scale[0],
+                         cr_rate_scale_max=args.cr_rate_scale[1] if len(args.cr_rate_scale) > 1 else None)
+    if args.bright_galaxies:
+        config = replace(config, bright_galaxies=tuple(args.bright_galaxies))
     counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
@@ -231,8 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--seeing", type=float, nargs=2, metavar=("MIN", "MAX"),
                           help="seeing FWHM range in arcsec (default 0.8 1.6, DECam)")
-    simulate.add_argument("--cr-rate-scale", type=float, default=None,
-                          help="multiplier on the natural CR rate (default 6)")
+    simulate.add_argument("--cr-rate-scale", type=float, nargs="+", default=None, metavar="SCALE",
+                          help="multiplier on the natural CR rate (default 6); two values: per-frame "
+                               "log-uniform range")
+    simulate.add_argument("--bright-galaxies", type=int, nargs=2, metavar=("MIN", "MAX"),
+                          help="large bright galaxies per frame (default none)")
     simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")
     simulate.add_argument("-q", "--quiet", action="store_true")
     simulate.set_defaults(func=cmd_simulate)

@@ -53,9 +53,15 @@ class SimulationConfig:
     star_mag: tuple[float, float] = (11.0, 24.0)
     galaxies_per_mpix: float = 150.0
     galaxy_mag: tuple[float, float] = (18.0, 25.0)
+    # Large nearby galaxies filling part of the frame (none in the DECam benchmark; used to train
+    # detectors that must find hits on bright extended backgrounds, as in M51-like fields).
+    bright_galaxies: tuple[int, int] = (0, 0)
+    bright_galaxy_mag: tuple[float, float] = (10.0, 14.0)
+    bright_galaxy_radius_arcsec: tuple[float, float] = (5.0, 30.0)
     bad_columns: tuple[int, int] = (1, 4)
     hot_pixels_per_mpix: float = 10.0
     cr_rate_scale: float = 6.0  # more hits than nature, so that patches carry enough CR pixels
+    cr_rate_scale_max: float | None = None  # if set, each frame's scale is log-uniform in [cr_rate_scale, this]
     cr_track_fraction: float = 0.1  # long grazing tracks of a 250 um thick sensor
     label_nsigma: float = 2.0
 
@@ -117,6 +123,15 @@ def _render_sources(image: np.ndarray, rng: np.random.Generator, config: Simulat
         ellipticity = galsim.Shear(g=min(abs(rng.normal(0, 0.3)), 0.7), beta=rng.uniform(0, np.pi) * galsim.radians)
         galaxy = galsim.Sersic(n=n, half_light_radius=radius, gsparams=gsparams).shear(ellipticity)
         draw(galsim.Convolve(galaxy, psf, gsparams=gsparams), flux)
+    lo, hi = config.bright_galaxies
+    for _ in range(rng.integers(lo, hi + 1) if hi > 0 else 0):
+        mag = rng.uniform(*config.bright_galaxy_mag)
+        radius = rng.uniform(*config.bright_galaxy_radius_arcsec)
+        n = float(rng.choice([1.0, 4.0]))
+        ellipticity = galsim.Shear(g=rng.uniform(0, 0.5), beta=rng.uniform(0, np.pi) * galsim.radians)
+        big = galsim.Sersic(n=n, half_light_radius=radius, trunc=4 * radius, gsparams=gsparams).shear(ellipticity)
+        # drawn without the PSF: the profile is far wider than the seeing
+        draw(big, exposure * 10 ** (-0.4 * (mag - zero_point)))
 
 
 def bleed_saturation(image_e: np.ndarray, full_well: float) -> np.ndarray:
@@ -183,8 +198,10 @@ def expose(scene: Scene, rng: np.random.Generator, config: SimulationConfig, lib
     det = config.detector
     defect_rng = rng if defect_rng is None else defect_rng
     image_e = rng.poisson(scene.signal_e + scene.sky_e).astype(np.float32)
-    charge, n_hits = inject_crs(image_e, scene.exposure_s, rng, library, config.cr_rate_scale,
-                                config.cr_track_fraction)
+    rate_scale = config.cr_rate_scale
+    if config.cr_rate_scale_max:
+        rate_scale = float(np.exp(rng.uniform(np.log(config.cr_rate_scale), np.log(config.cr_rate_scale_max))))
+    charge, n_hits = inject_crs(image_e, scene.exposure_s, rng, library, rate_scale, config.cr_track_fraction)
     saturated = bleed_saturation(image_e, det.full_well)
     image_e += rng.normal(0.0, det.read_noise, det.shape).astype(np.float32)
 
