@@ -71,5 +71,21 @@ def test_cli_train_and_evaluate_against_lacosmic(ci_data, tmp_path, capsys):
     table = (out / "results.md").read_text()
     assert "| run | tunet_4 | 6 | 1 | 64 |" in table and "| lacosmic | baseline |" in table
     for name in ("results.csv", "curves.json", "report.html", "roc_pr_test.png", "loss_curves.png",
-                 "dice_curves.png", "prediction_maps.png"):
+                 "dice_curves.png", "prediction_maps.png", "activations_run.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_activation_maps_of_a_unet_and_a_transunet():
+    import torch
+
+    from crdetect.evaluation.evaluate import default_activation_layers
+    from crdetect.evaluation.plots import activation_maps
+
+    x = torch.randn(1, 1, 64, 64)
+    for name in ("deepcr_unet", "tunet_4"):
+        model = create_model(name)
+        maps = activation_maps(model, x, default_activation_layers(model))
+        assert len(maps) == 3 and all(m.ndim == 3 for m in maps.values())
+        assert maps["encoder.0"].shape[-2:] == (64, 64)
+    with pytest.raises(ValueError, match="no layers"):
+        activation_maps(model, x, ["nonexistent"])

@@ -51,26 +51,62 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
         figures += plot_training_curves({n: i.metrics for n, i in infos.items() if i.metrics}, out)
     if data_dir is not None:
         figures.append(_prediction_figure(detectors, Path(data_dir) / "test.h5", out / "prediction_maps.png"))
+        figures += _activation_figures(detectors, Path(data_dir) / "test.h5", out)
     write_report(out, (out / "results.md").read_text(), figures,
                  notes=f"runs: {', '.join(infos)}; baselines: {', '.join(baselines) or 'none'}; data: {data_dir}; "
                        f"real frames: {real_root}")
     return rows
 
 
-def _prediction_figure(detectors, test_h5: Path, out_path: Path) -> Path:
-    """Prediction maps of every detector on the test patch with the most CR pixels."""
+def default_activation_layers(model) -> list[str]:
+    """Layers shown in activation maps: first encoder block, the bottleneck, the last decoder block."""
+    if hasattr(model, "conv_more"):  # TransUNet: CNN stem, tokens back as a map, last decoder block
+        return ["encoder.0", "conv_more", f"decoder.{len(model.decoder) - 1}"]
+    return ["encoder.0", f"encoder.{len(model.encoder) - 1}", f"decoder.{len(model.decoder) - 1}"]
+
+
+def _most_cr_patch(test_h5: Path):
     import h5py
 
     with h5py.File(test_h5, "r") as f:
-        counts = f["mask"][:].reshape(f["mask"].shape[0], -1).sum(axis=1)
-    best = int(np.argmax(counts))
-    for i, (image, truth, ignore, context) in enumerate(iterate_patches(test_h5)):
+        best = int(np.argmax(f["mask"][:].reshape(f["mask"].shape[0], -1).sum(axis=1)))
+    for i, sample in enumerate(iterate_patches(test_h5)):
         if i == best:
-            predictions = {}
-            for d in detectors:
-                score = d.score(image, context)
-                # networks: probability from the logit; LA-Cosmic: its mask at the default sigclip
-                predictions[d.name] = (score >= d.threshold if d.name == "lacosmic"
-                                       else 1 / (1 + np.exp(-np.clip(score, -50, 50))))
-            return plot_prediction_maps(image, truth, predictions, out_path)
+            return sample
     raise RuntimeError("empty test set")
+
+
+def _activation_figures(detectors, test_h5: Path, out: Path) -> list[Path]:
+    """Activation maps (forward hooks) of the first U-Net-like and the first TransUNet run."""
+    import torch
+
+    from .plots import activation_maps, plot_activation_maps
+
+    image, _, _, context = _most_cr_patch(test_h5)
+    figures, seen = [], set()
+    for d in detectors:
+        if not isinstance(d, NetworkDetector):
+            continue
+        model = d.detector.model
+        family = "transunet" if hasattr(model, "conv_more") else "unet"
+        if family in seen:
+            continue
+        seen.add(family)
+        x = torch.from_numpy(d.detector.preprocessing.normalise(image, context.statistics))[None, None]
+        maps = activation_maps(model, x.to(d.detector.device).contiguous(memory_format=d.detector.memory_format),
+                               default_activation_layers(model))
+        figures.append(plot_activation_maps(maps, image, out / f"activations_{d.name}.png",
+                                            title=f"{d.name}: feature maps and mean activation"))
+    return figures
+
+
+def _prediction_figure(detectors, test_h5: Path, out_path: Path) -> Path:
+    """Prediction maps of every detector on the test patch with the most CR pixels."""
+    image, truth, _, context = _most_cr_patch(test_h5)
+    predictions = {}
+    for d in detectors:
+        score = d.score(image, context)
+        # networks: probability from the logit; LA-Cosmic: its mask at the default sigclip
+        predictions[d.name] = (score >= d.threshold if d.name == "lacosmic"
+                               else 1 / (1 + np.exp(-np.clip(score, -50, 50))))
+    return plot_prediction_maps(image, truth, predictions, out_path)

@@ -1,0 +1,72 @@
+"""The shipped models on real frames: against LA-Cosmic, on bright stars, on the README's sample.
+
+Real frames (../shared/data/real, MANIFEST there): HST WFPC2 F814W with the original IRAF LA-Cosmic
+mask as label (a reference that favours LA-Cosmic), KPNO M51 with CRs injected by the maskfill authors
+(their mask; the real CRs of the original frame are ignored), Gemini GMOS-S with two known hits, and
+CTIO Mosaic2 (tpv.fits) with saturated stars.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from scipy import ndimage
+
+from crdetect import load_detector
+from crdetect.baselines import ImageContext, LACosmicDetector, NetworkDetector
+from crdetect.cli import main
+from crdetect.data.real import gmos_boxes, m51_frame, wfpc2_frame
+from crdetect.inference import shipped_weights
+from crdetect.metrics import ScoreAccumulator
+from crdetect.preprocessing import frame_statistics
+
+SHIPPED = ["default", "fast"]
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped(request):
+    return request.param, load_detector(request.param, device="cpu")
+
+
+def test_shipped_models_have_weights_and_cards():
+    for name in SHIPPED:
+        path = shipped_weights(name)
+        assert path is not None and path.stat().st_size < 5e6
+        assert path.with_suffix(".md").read_text().startswith(f"# crdetect model card: `{name}`")
+
+
+def _tpr(detector, frame, fprs=(1e-4, 1e-3)):
+    context = ImageContext(frame_statistics(frame.image), frame.gain, frame.read_noise, frame.saturation)
+    acc = ScoreAccumulator(detector.threshold)
+    acc.update(detector.score(frame.image, context), frame.truth, frame.ignore)
+    return [acc.tpr_at_fpr(f) for f in fprs]
+
+
+@pytest.fixture(scope="module")
+def lacosmic_tprs(shared_data):
+    root = shared_data / "real"
+    return {f.name: _tpr(LACosmicDetector(), f) for f in (wfpc2_frame(root), m51_frame(root))}
+
+
+def test_saturated_star_cores_are_not_flagged(shipped, shared_data):
+    """CTIO Mosaic2 I-band cutout: the extended regions above half the maximum are bright star cores."""
+    name, detector = shipped
+    image = fits.getdata(shared_data / "real" / "b7_ctio_mosaic2_galsim" / "tpv.fits").astype(np.float32)
+    labels, count = ndimage.label(image > 0.5 * image.max())
+    sizes = ndimage.sum_labels(np.ones_like(image), labels, range(1, count + 1))
+    cores = np.isin(labels, np.flatnonzero(sizes >= 9) + 1)
+    assert cores.sum() > 300
+    mask = detector.detect(image)
+    assert (mask & cores).sum() == 0, name
+
+
+def test_both_known_gmos_hits_are_found(shipped, shared_data):
+    name, detector = shipped
+    image, boxes = gmos_boxes(shared_data / "real")
+    mask = detector.detect(image)
+    assert all(mask[box].sum() >= 5 for box in boxes), name
+    outside = mask.copy()
+    for box in boxes:
+        outside[box] = False
+    assert outside.sum() < 50, name
