@@ -42,10 +42,11 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(parameter_groups(model, config.weight_decay), lr=config.lr)
 
 
-def _subset(n: int, limit: int | None, seed: int) -> np.ndarray | None:
-    if limit is None or limit >= n:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+def _subset(indices: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """A reproducible random subset of ``limit`` indices (all of them when ``limit`` is None)."""
+    if limit is None or limit >= len(indices):
+        return indices
+    return np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
 
 
 def evaluate_loss_and_dice(model, loader, loss_fn, device) -> tuple[float, float, ScoreAccumulator]:
@@ -86,10 +87,9 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     data = Path(config.data)
     train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
                              sky_boost=config.sky_boost, seed=config.seed)
-    train_set.indices = train_set.indices if (sub := _subset(len(train_set), config.max_train_patches, config.seed)) is None else sub
-    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False,
-                           indices=_subset(PatchDataset(data / "val.h5", preprocessing).__len__(),
-                                           config.max_val_patches, config.seed))
+    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False)
+    for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
+        dataset.indices = _subset(dataset.indices, limit, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
                               num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size)
