@@ -11,6 +11,14 @@ from torch.utils.data import Dataset
 from ..preprocessing import FrameStatistics, Preprocessing
 
 
+def random_subset(indices: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
+    """A reproducible, sorted random subset of ``limit`` indices (all of them when ``limit`` is None)."""
+    indices = np.asarray(indices)
+    if limit is None or limit >= len(indices):
+        return indices
+    return np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
+
+
 class PatchDataset(Dataset):
     """Patches of one split (``train.h5``, ``val.h5`` or ``test.h5``), normalised like at inference.
 

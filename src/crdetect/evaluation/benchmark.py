@@ -85,11 +85,10 @@ def iterate_patches(h5_path: str | Path, max_patches: int | None = None, seed: i
     """Yield (image, truth, ignore, ImageContext) for the patches of a benchmark file."""
     import h5py
 
+    from ..data.datasets import random_subset
+
     with h5py.File(h5_path, "r") as f:
-        n = f["image"].shape[0]
-        indices = np.arange(n)
-        if max_patches is not None and max_patches < n:
-            indices = np.sort(np.random.default_rng(seed).choice(n, max_patches, replace=False))
+        indices = random_subset(np.arange(f["image"].shape[0]), max_patches, seed)
         meta = {k: f[f"meta/{k}"][:] for k in ("frame_sky", "frame_sigma", "gain", "read_noise")}
         for i in indices:
             gain = float(meta["gain"][i])

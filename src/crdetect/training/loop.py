@@ -42,13 +42,6 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(parameter_groups(model, config.weight_decay), lr=config.lr)
 
 
-def _subset(indices: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """A reproducible random subset of ``limit`` indices (all of them when ``limit`` is None)."""
-    if limit is None or limit >= len(indices):
-        return indices
-    return np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
-
-
 def evaluate_loss_and_dice(model, loader, loss_fn, device) -> tuple[float, float, ScoreAccumulator]:
     """Mean loss, pixel Dice (threshold 0.5, ignore mask respected) and the score accumulator."""
     model.eval()
@@ -74,7 +67,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     """
     from tqdm import tqdm
 
-    from ..data.datasets import PatchDataset
+    from ..data.datasets import PatchDataset, random_subset
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +82,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
                              sky_boost=config.sky_boost, seed=config.seed)
     val_set = PatchDataset(data / "val.h5", preprocessing, augment=False)
     for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
-        dataset.indices = _subset(dataset.indices, limit, config.seed)
+        dataset.indices = random_subset(dataset.indices, limit, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
                               num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size)
