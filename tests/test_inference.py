@@ -119,3 +119,16 @@ def test_detect_thresholds_the_probability():
     image = _frame((50, 60))
     probability = detector.predict_proba(image)
     np.testing.assert_array_equal(detector.detect(image, threshold=0.4), probability >= 0.4)
+
+
+def test_saturated_stars_and_bleeds_are_protected_but_not_single_saturated_pixels():
+    from crdetect.inference import saturated_regions
+
+    image = np.full((30, 30), 100.0, np.float32)
+    image[5:15, 10] = 5e4  # a bleed column
+    image[20, 20] = 5e4  # a saturated CR pixel
+    protected = saturated_regions(image, 4e4)
+    assert protected[5:15, 9:12].all() and protected[4, 10] and not protected[20, 20]
+    assert not saturated_regions(image, None).any()
+    result = _detector(base_channels=8).predict(image, threshold=0.0, saturation=4e4)
+    assert not result.mask[protected].any() and result.mask[20, 20]

@@ -56,7 +56,8 @@ class NetworkDetector(Detector):
         self.tile = tile
 
     def score(self, image, context):
-        return self.detector.predict(image, tile=self.tile, statistics=context.statistics).logits
+        return self.detector.predict(image, tile=self.tile, statistics=context.statistics,
+                                     saturation=context.saturation).logits
 
 
 class LACosmicDetector(Detector):

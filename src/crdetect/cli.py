@@ -50,7 +50,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise CRDetectError("no input files; pass FITS files, directories or globs (or --sample)")
     options = DetectOptions(model=args.model, out_dir=args.out_dir, hdu=args.hdu, threshold=args.threshold,
                             device=args.device, tile=args.tile or None, overwrite=args.overwrite,
-                            skip_existing=args.skip_existing, inpaint=args.inpaint)
+                            skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation)
     load_detector(args.model, device=args.device)  # a bad model name or checkpoint fails once, up front
     ensure_output_dir(args.out_dir)
     if args.scheduler:
@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--tile", type=int, default=1024, help="tile size in pixels; 0 for whole frames")
     detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
+    detect.add_argument("--saturation", type=float, default=None,
+                        help="saturation level (image units); default: header SATURATE/SATLEVEL. Saturated "
+                             "stars and bleed trails are never flagged")
     detect.add_argument("--inpaint", action="store_true",
                         help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
     detect.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")

@@ -46,6 +46,8 @@ class DetectionResult:
         ``probability >= threshold``, never true at non-finite input pixels.
     nonfinite : ndarray of bool
         Pixels that were NaN or inf in the input (never flagged).
+    protected : ndarray of bool
+        Saturated stars and bleed trails (never flagged): see :func:`saturated_regions`.
     threshold : float
         Threshold used for ``mask``.
     statistics : FrameStatistics
@@ -56,6 +58,7 @@ class DetectionResult:
     mask: np.ndarray
     nonfinite: np.ndarray
     logits: np.ndarray
+    protected: np.ndarray
     threshold: float
     statistics: FrameStatistics
 
@@ -83,6 +86,26 @@ def as_image(image, name: str = "image") -> np.ndarray:
     if array.size == 0:
         raise InputError(f"{name} is empty (shape {array.shape})")
     return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: int = 5) -> np.ndarray:
+    """Saturated stars and bleed trails: connected pixels at or above ``saturation``, grown by 1 px.
+
+    Only regions of at least ``min_pixels`` count, so a single saturated cosmic-ray pixel (strong hits
+    in short exposures) can still be flagged; saturated star cores and bleed columns never are.
+    """
+    if saturation is None:
+        return np.zeros(image.shape, bool)
+    from scipy import ndimage
+
+    with np.errstate(invalid="ignore"):
+        above = image >= saturation
+    labels, count = ndimage.label(above, np.ones((3, 3), bool))
+    if count == 0:
+        return above
+    sizes = ndimage.sum_labels(above, labels, index=np.arange(1, count + 1))
+    big = np.isin(labels, np.flatnonzero(sizes >= min_pixels) + 1)
+    return ndimage.binary_dilation(big, np.ones((3, 3), bool))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,7 +191,7 @@ class CRDetector:
 
     def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                statistics: FrameStatistics | None = None) -> DetectionResult:
+                statistics: FrameStatistics | None = None, saturation: float | None = None) -> DetectionResult:
         """Probability map, mask and diagnostics for one frame.
 
         Parameters
@@ -187,6 +210,9 @@ class CRDetector:
             Tiles per forward pass.
         statistics : FrameStatistics, optional
             Sky and noise of the frame (e.g. from gain and read noise); estimated robustly if omitted.
+        saturation : float, optional
+            Saturation level (same units as the image, e.g. the FITS ``SATURATE`` keyword): saturated
+            stars and bleed trails are never flagged (:func:`saturated_regions`).
         """
         image = as_image(image)
         nonfinite = ~np.isfinite(image)
@@ -197,11 +223,12 @@ class CRDetector:
         stats = statistics or frame_statistics(image)
         normalised = self.preprocessing.normalise(image, stats)
         logits = self._predict_normalised(normalised, tile, overlap, batch_size)
-        logits[nonfinite] = -np.inf
+        protected = saturated_regions(image, saturation)
+        logits[nonfinite | protected] = -np.inf
         probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
         threshold = self.threshold if threshold is None else float(threshold)
-        return DetectionResult(probability, (probability >= threshold) & ~nonfinite, nonfinite, logits, threshold,
-                               stats)
+        mask = (probability >= threshold) & ~nonfinite & ~protected
+        return DetectionResult(probability, mask, nonfinite, logits, protected, threshold, stats)
 
     def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None) -> np.ndarray:

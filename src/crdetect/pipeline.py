@@ -35,6 +35,7 @@ class DetectOptions:
     overwrite: bool = False
     skip_existing: bool = False
     inpaint: bool = False
+    saturation: float | None = None  # overrides the header's SATURATE
     threads: int | None = None
 
 
@@ -76,6 +77,18 @@ def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.nda
     return cleaned
 
 
+SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATN", "MAXLIN")
+
+
+def header_saturation(header) -> float | None:
+    """Saturation level from the usual FITS keywords, if any."""
+    for key in SATURATION_KEYWORDS:
+        value = header.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
 @functools.lru_cache(maxsize=2)
 def _cached_detector(model: str, device: str, threshold: float | None, threads: int | None):
     """One detector per worker process, loaded on first use."""
@@ -107,7 +120,8 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         for science in read_science_hdus(path, options.hdu):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                result = detector.predict(science.data, tile=options.tile)
+                result = detector.predict(science.data, tile=options.tile,
+                                          saturation=options.saturation or header_saturation(science.header))
             cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
             results.append((science, result, cleaned))
             rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),

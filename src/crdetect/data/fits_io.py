@@ -214,6 +214,7 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
                  ("CRSIGMA", float(result.statistics.sigma), "noise used for scaling"),
                  ("CRNPIX", int(result.mask.sum()), "pixels flagged as cosmic rays"),
                  ("CRNBAD", int(result.nonfinite.sum()), "non-finite input pixels (never flagged)"),
+                 ("CRNSAT", int(result.protected.sum()), "saturated star/bleed pixels (never flagged)"),
                  ("CRVERS", __version__, "crdetect version")]
         mask_hdu = fits.ImageHDU(result.mask.astype(np.uint8), name="CRMASK")
         prob_hdu = fits.CompImageHDU(result.probability.astype(np.float32), name="CRPROB",
