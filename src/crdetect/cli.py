@@ -87,10 +87,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in names:
         weights = "shipped" if shipped_weights(name) else "-"
         print(f"{name:<{width}}  {count_parameters(create_model(name)):>9,}  {weights:<8}  {model_description(name)}")
-    if shipped_weights("default"):
-        print("\n'default' (used by `crdetect detect`) is a shipped checkpoint: see crdetect/weights/.")
+    from .checkpoint import load_checkpoint
+    from .inference import WEIGHTS_DIR
+
+    shipped = sorted(WEIGHTS_DIR.glob("*.pt"))
+    if shipped:
+        print("\nshipped trained models (use with --model NAME; 'default' is used when --model is not given):")
+        for path in shipped:
+            model, info = load_checkpoint(path)
+            print(f"  {path.stem:<10} {info.model_name} {info.model_kwargs}  {count_parameters(model):,} params, "
+                  f"threshold {info.threshold:.3f}; model card: {path.with_suffix('.md')}")
     else:
-        print("\nNo trained default model is shipped yet: `crdetect detect` needs --model CHECKPOINT.pt.")
+        print("\nNo trained model is shipped: `crdetect detect` needs --model CHECKPOINT.pt.")
     return 0
 
 
