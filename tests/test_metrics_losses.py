@@ -88,3 +88,9 @@ def test_best_dice_threshold_separates_perfectly_separable_scores():
     acc.update(np.array([0.3, 0.35, 0.1, 0.2, 0.05]), np.array([1, 1, 0, 0, 0], bool))
     threshold, dice = acc.best_dice_threshold()
     assert dice == 1.0 and 0.2 < threshold <= 0.3
+
+
+def test_minus_infinity_scores_are_the_lowest():
+    acc = ScoreAccumulator(threshold=0.0)
+    acc.update(np.array([-np.inf, 1.0, -np.inf]), np.array([1, 1, 0], bool))
+    assert acc.tpr_at_fpr(0.0) == 0.5 and acc.counts.tp == 1

@@ -20,7 +20,8 @@ _RANGE = 12.0
 
 
 def _bin(scores: np.ndarray) -> np.ndarray:
-    t = np.arcsinh(np.asarray(scores, dtype=np.float64))
+    # clip first: -inf (pixels that can never be CR, e.g. NaN input) lands in the lowest bin
+    t = np.clip(np.arcsinh(np.asarray(scores, dtype=np.float64)), -_RANGE, _RANGE)
     return np.clip(((t + _RANGE) / (2 * _RANGE) * _BINS).astype(np.int64), 0, _BINS - 1)
 
 
