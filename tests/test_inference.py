@@ -132,3 +132,12 @@ def test_saturated_stars_and_bleeds_are_protected_but_not_single_saturated_pixel
     assert not saturated_regions(image, None).any()
     result = _detector(base_channels=8).predict(image, threshold=0.0, saturation=4e4)
     assert not result.mask[protected].any() and result.mask[20, 20]
+
+
+def test_balanced_tiles_cover_with_less_overlap():
+    from crdetect.inference import balanced_tile
+
+    assert balanced_tile(2048, 1024, 32, 8) == 728
+    origins = tile_origins(2048, 728, 32)
+    assert len(origins) == 3 and origins[-1] + 728 == 2048
+    assert balanced_tile(900, 1024, 32, 8) == 1024  # one tile: unchanged

@@ -136,6 +136,21 @@ def tile_origins(length: int, tile: int, margin: int) -> list[int]:
     return origins
 
 
+def balanced_tile(length: int, tile: int, margin: int, multiple: int) -> int:
+    """The smallest tile (a multiple of ``multiple``, at most ``tile``) that covers ``length`` with as many
+    tiles as ``tile`` would need.
+
+    Tiles of the requested size waste work when the length is just above a multiple of the stride
+    (a 2048 px axis in 1024 px tiles with 32 px margins needs 3 tiles of 1024, i.e. 1.5x the pixels);
+    3 tiles of 728 px cover it with 1.07x.
+    """
+    if length <= tile:
+        return tile
+    count = int(np.ceil((length - 2 * margin) / (tile - 2 * margin)))
+    balanced = int(np.ceil(((length - 2 * margin) / count + 2 * margin) / multiple) * multiple)
+    return min(tile, balanced)
+
+
 def _core_window(origin: int, tile: int, length: int, margin: int) -> tuple[int, int]:
     """The tile-relative range whose predictions are kept: all but the margins facing other tiles."""
     start = margin if origin > 0 else 0
@@ -264,7 +279,8 @@ class CRDetector:
         if tile <= 2 * margin:
             raise InputError(f"tile ({tile}) must be larger than twice the overlap ({margin}); "
                              "use a larger tile or a smaller overlap")
-        tile_h, tile_w = min(tile, pad_h), min(tile, pad_w)
+        tile_h = min(balanced_tile(pad_h, tile, margin, multiple), pad_h)
+        tile_w = min(balanced_tile(pad_w, tile, margin, multiple), pad_w)
         windows = [(y, x) for y in tile_origins(pad_h, tile_h, margin) for x in tile_origins(pad_w, tile_w, margin)]
         total = np.zeros((pad_h, pad_w), np.float32)
         weight = np.zeros((pad_h, pad_w), np.float32)
