@@ -102,7 +102,7 @@ def ci_benchmark(tmp_path_factory):
 
 def test_ci_benchmark_files(ci_benchmark):
     out, counts = ci_benchmark
-    assert counts == PRESETS["ci"].counts() or sum(counts.values()) == sum(PRESETS["ci"].counts().values())
+    assert counts == PRESETS["ci"].counts() == {"train": 14, "val": 2, "test": 16}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["seed"] == 7 and meta["crdetect_version"]
     with h5py.File(out / "train.h5") as f:

@@ -336,7 +336,11 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
     pools = {"trainval": library.pool("train"), "test": library.pool("test")}
     counts = p.counts()
     writers = {s: _PatchWriter(out / f"{s}.h5", counts[s]) for s in ("train", "val", "test")}
-    split_rng = np.random.default_rng([seed, 99])
+    # exactly counts["val"] of the train/val patches, drawn at random over all frames, go to validation
+    n_trainval = counts["train"] + counts["val"]
+    val_ids = np.zeros(n_trainval, bool)
+    val_ids[np.random.default_rng([seed, 99]).choice(n_trainval, counts["val"], replace=False)] = True
+    trainval_seen = 0
     frame_id = 0
     try:
         for split, index, band in tqdm(_frame_jobs(p), desc=f"simulating {preset}", unit="frame", disable=not progress):
@@ -354,7 +358,8 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
             if split == "test":
                 writers["test"].add(images, masks, ignores, meta)
             else:
-                is_val = split_rng.random(len(origins)) < p.val_fraction
+                is_val = val_ids[trainval_seen:trainval_seen + len(origins)]
+                trainval_seen += len(origins)
                 for name, select in (("train", ~is_val), ("val", is_val)):
                     sub = {k: (np.asarray(v)[select] if np.ndim(v) else v) for k, v in meta.items()}
                     writers[name].add(images[select], masks[select], ignores[select], sub)
