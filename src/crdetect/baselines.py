@@ -35,6 +35,11 @@ class ImageContext:
     saturation: float = 65535.0
 
 
+def finite_image(image: np.ndarray, context: ImageContext) -> np.ndarray:
+    """float32 copy with NaN/inf replaced by the sky level (the peers cannot take them)."""
+    return np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32)
+
+
 class Detector:
     """Interface: ``name``, ``threshold`` (on the score) and ``score(image, context)``."""
 
@@ -90,7 +95,7 @@ class LACosmicDetector(Detector):
         return self._mask(image, context, sigclip)
 
     def score(self, image, context):
-        image = np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32)
+        image = finite_image(image, context)
         score = np.zeros(image.shape, np.float32)
         for sigclip in self.sigclips:
             mask = self._mask(image, context, sigclip)
@@ -122,7 +127,7 @@ class DeepCRDetector(Detector):
         self.model = deepCR(mask=model, device=device)
 
     def score(self, image, context):
-        image = np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32)
+        image = finite_image(image, context)
         probability = self.model.clean(image, threshold=0.5, inpaint=False, binary=False)
         return np.asarray(probability, np.float32)
 
@@ -145,7 +150,7 @@ class CosmicCoNNDetector(Detector):
         self.model = cosmic_conn.init_model(model)
 
     def score(self, image, context):
-        image = np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32) * context.gain
+        image = finite_image(image, context) * context.gain
         return np.asarray(self.model.detect_cr(image), np.float32)
 
 

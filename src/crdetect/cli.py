@@ -173,18 +173,17 @@ def cmd_label(args: argparse.Namespace) -> int:
     from astropy.io import fits
 
     from .data.consecutive import label_stack
-    from .data.fits_io import atomic_write, output_path_for, read_science_hdus
+    from .data.fits_io import atomic_write, header_number, output_path_for, read_science_hdus
 
     sciences = [read_science_hdus(path, args.hdu)[0] for path in args.files]
     header = sciences[0].header
 
     def from_header(value, keys, what):
-        if value is not None:
-            return value
-        for key in keys:
-            if key in header:
-                return float(header[key])
-        raise CRDetectError(f"no {what} in the header of {args.files[0]} (looked for {', '.join(keys)}); pass --{what.replace(' ', '-')}")
+        found = value if value is not None else header_number(header, keys)
+        if found is None:
+            raise CRDetectError(f"no {what} in the header of {args.files[0]} (looked for {', '.join(keys)}); "
+                                f"pass --{what.replace(' ', '-')}")
+        return found
 
     gain = from_header(args.gain, ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN"), "gain")
     read_noise = from_header(args.read_noise, ("RDNOISE", "READNOIS", "RON", "READNOISE"), "read noise")

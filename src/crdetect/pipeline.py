@@ -82,11 +82,9 @@ SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATN", "MAXLIN")
 
 def header_saturation(header) -> float | None:
     """Saturation level from the usual FITS keywords, if any."""
-    for key in SATURATION_KEYWORDS:
-        value = header.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-    return None
+    from .data.fits_io import header_number
+
+    return header_number(header, SATURATION_KEYWORDS)
 
 
 @functools.lru_cache(maxsize=2)

@@ -129,6 +129,15 @@ def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None) -> 
     return result
 
 
+def header_number(header, keywords) -> float | None:
+    """The first of ``keywords`` present in ``header`` with a positive number (GAIN, SATURATE, ...)."""
+    for key in keywords:
+        value = header.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
 def output_path_for(path: str | os.PathLike, out_dir: str | os.PathLike, suffix: str = "_crmask") -> Path:
     """Name of the output written for ``path`` in ``out_dir``: ``<stem>_crmask.fits``."""
     name = Path(path).name
