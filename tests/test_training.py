@@ -10,6 +10,8 @@ from crdetect.cli import main
 from crdetect.data.simulate import build_benchmark
 from crdetect.training import TrainConfig, train
 from crdetect.training.loop import parameter_groups
+import torch
+
 from crdetect import create_model
 
 
@@ -89,3 +91,20 @@ def test_activation_maps_of_a_unet_and_a_transunet():
         assert maps["encoder.0"].shape[-2:] == (64, 64)
     with pytest.raises(ValueError, match="no layers"):
         activation_maps(model, x, ["nonexistent"])
+
+
+def test_data_parallel_training_with_torchrun_on_cpu(ci_data, tmp_path):
+    """Two gloo processes (the same code path as one process per GPU with NCCL): rank 0 writes the run."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "crdetect", "train",
+               "--model", "deepcr_unet", "--model-kwargs", '{"base_channels": 8}', "--data", str(ci_data),
+               "--epochs", "1", "--batch-size", "2", "--crop", "64", "--device", "cpu", "--out", str(out), "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(out / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in payload["state_dict"])

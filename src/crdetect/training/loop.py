@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..inference import resolve_device
@@ -73,9 +76,20 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    # Data parallel when launched by torchrun (WORLD_SIZE > 1): one process per GPU (NCCL) or per CPU
+    # worker (gloo); every rank validates the same data, rank 0 alone writes files.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+    is_main = not distributed or dist.get_rank() == 0
+    progress = progress and is_main
     preprocessing = Preprocessing.from_dict(config.preprocessing) if config.preprocessing else Preprocessing()
     config.preprocessing = preprocessing.to_dict()
-    config.to_yaml(out / "config.yaml")
+    if is_main:
+        config.to_yaml(out / "config.yaml")
 
     data = Path(config.data)
     train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
@@ -84,16 +98,19 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
         dataset.indices = random_subset(dataset.indices, limit, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
-                              num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size)
+    sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if distributed else None
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                              generator=generator if sampler is None else None, num_workers=config.num_workers,
+                              drop_last=len(train_set) > config.batch_size)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
 
-    model = create_model(config.model, **config.model_kwargs).to(device)
+    network = create_model(config.model, **config.model_kwargs).to(device)
     if config.init_from:
         initial, _ = load_checkpoint(config.init_from)
-        model.load_state_dict(initial.state_dict())  # same parameter names: only the architecture's kwargs may differ
+        network.load_state_dict(initial.state_dict())  # same parameter names: only the architecture's kwargs may differ
         logger.info("weights initialised from %s", config.init_from)
-    optimizer = make_optimizer(model, config)
+    model = network
+    optimizer = make_optimizer(network, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
     loss_fn = get_loss(config.loss)
     use_amp = config.amp and device.type == "cuda"
@@ -103,14 +120,16 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     last_path = out / "last.pt"
     if last_path.exists():
         resumed, info = load_checkpoint(last_path)
-        model.load_state_dict(resumed.state_dict())
+        network.load_state_dict(resumed.state_dict())
         state = info.extra
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val_loss"])
         logger.info("resuming %s from epoch %d", out, start_epoch)
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
     metrics_path = out / "metrics.csv"
-    if start_epoch == 0:
+    if start_epoch == 0 and is_main:
         with open(metrics_path, "w", newline="") as f:
             csv.writer(f).writerow(METRIC_COLUMNS)
 
@@ -119,6 +138,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
         started = time.perf_counter()
         train_set.epoch = epoch
         generator.manual_seed(config.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         model.train()
         running, batches = 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
@@ -134,7 +155,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
             running += float(loss.detach())
             batches += 1
             bar.set_postfix(loss=f"{running / batches:.4f}")
-        val_loss, val_dice, val_scores = evaluate_loss_and_dice(model, val_loader, loss_fn, device)
+        val_loss, val_dice, val_scores = evaluate_loss_and_dice(network, val_loader, loss_fn, device)
         # The detection threshold shipped in the checkpoint maximises validation Dice: with a few
         # CR pixels per thousand, probabilities of a young network sit below 0.5.
         threshold, best_dice = val_scores.best_dice_threshold() if config.calibrate_threshold else (config.threshold, val_dice)
@@ -142,9 +163,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
         row = {"epoch": epoch + 1, "train_loss": running / max(batches, 1), "val_loss": val_loss,
                "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - started}
+        logger.info("epoch %d: %s", epoch + 1, row)
+        if not is_main:
+            continue
         with open(metrics_path, "a", newline="") as f:
             csv.writer(f).writerow([row[c] for c in METRIC_COLUMNS])
-        logger.info("epoch %d: %s", epoch + 1, row)
         metrics = {"val_loss": val_loss, "val_dice": val_dice, "epoch": epoch + 1, "val_dice_calibrated": best_dice,
                    "val_tpr@fpr=1e-4": val_scores.tpr_at_fpr(1e-4)}
         if val_loss < best_val:
@@ -153,4 +176,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
         save_checkpoint(last_path, model, preprocessing, threshold, asdict(config), metrics,
                         extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "epoch": epoch, "best_val_loss": best_val})
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
     return row
