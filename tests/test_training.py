@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
+from crdetect import create_model
 from crdetect.cli import main
 from crdetect.data.simulate import build_benchmark
 from crdetect.training import TrainConfig, train
 from crdetect.training.loop import parameter_groups
-import torch
-
-from crdetect import create_model
 
 
 @pytest.fixture(scope="module")
