@@ -42,8 +42,7 @@ def _expand_inputs(items: list[str]) -> list[Path]:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from .data.fits_io import ensure_output_dir
-    from .inference import load_detector
-    from .pipeline import DetectOptions, run_dask, run_local, write_summary
+    from .pipeline import DetectOptions, cached_detector, run_dask, run_local, write_summary
 
     inputs = _expand_inputs(args.files) + ([SAMPLE_FILE] if args.sample else [])
     if not inputs:
@@ -51,7 +50,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     options = DetectOptions(model=args.model, out_dir=args.out_dir, hdu=args.hdu, threshold=args.threshold,
                             device=args.device, tile=args.tile or None, overwrite=args.overwrite,
                             skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation)
-    load_detector(args.model, device=args.device)  # a bad model name or checkpoint fails once, up front
+    # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
+    cached_detector(options.model, options.device, options.threshold, options.threads)
     ensure_output_dir(args.out_dir)
     if args.scheduler:
         rows = run_dask(inputs, options, args.scheduler, progress=not args.quiet)

@@ -88,8 +88,8 @@ def header_saturation(header) -> float | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_detector(model: str, device: str, threshold: float | None, threads: int | None):
-    """One detector per worker process, loaded on first use."""
+def cached_detector(model: str, device: str, threshold: float | None, threads: int | None):
+    """One detector per process, loaded on first use (the CLI's up-front check fills the cache)."""
     import torch
 
     from .inference import load_detector
@@ -113,7 +113,7 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         if out_path.exists() and not options.overwrite:
             raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
                                 "(or --skip-existing to keep it)")
-        detector = detector or _cached_detector(options.model, options.device, options.threshold, options.threads)
+        detector = detector or cached_detector(options.model, options.device, options.threshold, options.threads)
         results, rows = [], []
         for science in read_science_hdus(path, options.hdu):
             with warnings.catch_warnings():
@@ -136,21 +136,25 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         return [{**base, "status": f"error: {message}"}]
 
 
+def _worker_options(options: DetectOptions) -> DetectOptions:
+    """Options for worker processes: one torch thread each unless asked otherwise (workers share cores)."""
+    return DetectOptions(**{**asdict(options), "threads": options.threads or 1})
+
+
 def run_local(paths: list[Path], options: DetectOptions, jobs: int = 1, progress: bool = True) -> list[dict]:
     """Process files in this process (``jobs=1``) or in ``jobs`` worker processes."""
     from tqdm import tqdm
 
     if jobs <= 1:
-        detector = _cached_detector(options.model, options.device, options.threshold, options.threads)
+        detector = cached_detector(options.model, options.device, options.threshold, options.threads)
         return [row for p in tqdm(paths, desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
                 for row in detect_file(p, options, detector)]
     from concurrent.futures import ProcessPoolExecutor
 
     import multiprocessing
 
-    # spawn: torch and forked OpenMP thread pools do not mix; each worker gets its share of cores
-    options = DetectOptions(**{**asdict(options), "threads": options.threads or 1})
-    _cached_detector(options.model, options.device, options.threshold, None)  # fail fast on a bad model
+    # spawn: torch and forked OpenMP thread pools do not mix
+    options = _worker_options(options)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(detect_file, p, options) for p in paths]
         return [row for f in tqdm(futures, desc="crdetect", unit="file", disable=not progress) for row in f.result()]
@@ -167,7 +171,7 @@ def run_dask(paths: list[Path], options: DetectOptions, scheduler: str, progress
     cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster or scheduler)
     try:
-        options = DetectOptions(**{**asdict(options), "threads": options.threads or 1})
+        options = _worker_options(options)
         futures = client.map(detect_file, [str(p) for p in paths], options=options, pure=False)
         rows = []
         for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect (dask)", disable=not progress):
