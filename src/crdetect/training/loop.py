@@ -113,8 +113,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     optimizer = make_optimizer(network, config)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
     loss_fn = get_loss(config.loss)
+    # bfloat16 autocast needs no loss scaling (its exponent range is float32's), so no GradScaler
     use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start_epoch, best_val = 0, math.inf
     last_path = out / "last.pt"
@@ -149,9 +149,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
                 logits = model(x)
             loss = loss_fn(logits.float(), y, ign)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss.backward()
+            optimizer.step()
             running += float(loss.detach())
             batches += 1
             bar.set_postfix(loss=f"{running / batches:.4f}")
