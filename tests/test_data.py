@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crdetect import Preprocessing
-from crdetect.data.datasets import PatchDataset
+from crdetect.data.datasets import PatchDataset, add_pedestal
 from crdetect.data.inject import cr_track, inject_crs, load_cr_library
 from crdetect.data.simulate import (PRESETS, DetectorModel, SimulationConfig, bleed_saturation, build_benchmark,
                                     plan, simulate_frame)
@@ -135,6 +135,32 @@ def test_dataset_normalises_like_inference_and_augments(ci_benchmark):
     torch.testing.assert_close(a["image"], b["image"])  # same (seed, epoch, index): same augmentation
     augmented.epoch = 1
     assert not torch.equal(augmented[0]["image"], a["image"])
+
+
+def test_pedestal_is_a_smooth_bright_blob_with_poisson_noise_and_keeps_labels(ci_benchmark):
+    rng = np.random.default_rng(3)
+    sigma, gain = 5.0, 2.0
+    flat = np.zeros((128, 128), np.float32)
+    blobs = [add_pedestal(flat, rng, sigma, gain, (100.0, 100.0)) for _ in range(20)]
+    peaks = np.array([b.max() for b in blobs])
+    assert all(b.min() >= 0 and b.dtype == np.float32 for b in blobs)
+    # every blob that peaks on the patch reaches about 100 sigma (plus its own Poisson noise)
+    on_patch = peaks > 50 * sigma
+    assert on_patch.sum() >= 5 and np.all(peaks[on_patch] < 100 * sigma + 6 * np.sqrt(100 * sigma / gain) + 1)
+    # Poisson: the scatter of the blob's pixels about their smooth mean follows signal / gain
+    big = blobs[int(np.argmax(peaks))]
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(big.astype(np.float64), 5)
+    bright = smooth > 50 * sigma
+    residual = (big - smooth)[bright] / np.sqrt(smooth[bright] / gain)
+    assert 0.7 < residual.std() < 1.1
+    out, _ = ci_benchmark
+    plain = PatchDataset(out / "train.h5", Preprocessing(), augment=True, crop=128, seed=2)
+    with_blobs = PatchDataset(out / "train.h5", Preprocessing(), augment=True, crop=128, seed=2, pedestal_prob=1.0)
+    # same crop and the same labelled pixels (the blob draws change only the later rotation/flip)
+    assert with_blobs[0]["mask"].sum() == plain[0]["mask"].sum() > 0
+    assert with_blobs[0]["image"].sum() > plain[0]["image"].sum()
 
 
 def test_frame_statistics_ignore_sources_and_gradients():

@@ -19,6 +19,31 @@ def random_subset(indices: np.ndarray, limit: int | None, seed: int = 0) -> np.n
     return np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
 
 
+def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: float,
+                 peak_sigma: tuple[float, float] = (10.0, 3000.0)) -> np.ndarray:
+    """``image`` plus a bright, smooth, elliptical blob with its Poisson noise (a new array).
+
+    Training frames rarely put hits on top of bright extended light, and a network then learns the
+    shortcut "bright region, no cosmic ray" (it missed every hit on the core of M51). The blob's
+    profile is Gaussian or exponential (cuspy like a bulge), its centre may lie off the patch (a
+    gradient), its scales are 3-80 px and its peak is log-uniform in ``peak_sigma`` times the frame's
+    noise ``sigma``. Labels are unchanged: the blob is not a cosmic ray.
+    """
+    height, width = image.shape
+    cy, cx = rng.uniform(-0.25, 1.25) * height, rng.uniform(-0.25, 1.25) * width
+    scale_y, scale_x = np.exp(rng.uniform(np.log(3.0), np.log(80.0), 2))
+    angle = rng.uniform(0, np.pi)
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    dy, dx = y - cy, x - cx
+    u = (dx * np.cos(angle) + dy * np.sin(angle)) / scale_x
+    v = (-dx * np.sin(angle) + dy * np.cos(angle)) / scale_y
+    r2 = u * u + v * v
+    profile = np.exp(-0.5 * r2) if rng.random() < 0.5 else np.exp(-np.sqrt(r2))
+    peak = np.exp(rng.uniform(np.log(peak_sigma[0]), np.log(peak_sigma[1]))) * sigma
+    electrons = np.clip(profile * peak * gain, 0, None)
+    return image + (rng.poisson(electrons) / gain).astype(np.float32)
+
+
 class PatchDataset(Dataset):
     """Patches of one split (``train.h5``, ``val.h5`` or ``test.h5``), normalised like at inference.
 
@@ -39,6 +64,11 @@ class PatchDataset(Dataset):
         Random (or, without augmentation, central) crop size; trains faster on CPUs.
     sky_boost : float
         Maximum extra sky, as a multiple of the frame's sky level.
+    pedestal_prob : float
+        Probability (per patch, with augmentation) of adding a bright smooth pedestal under the patch
+        (:func:`add_pedestal`): galaxy cores and nebulae on which hits must still be found.
+    pedestal_peak : (float, float)
+        Range of the pedestal's peak, in units of the frame's noise (drawn log-uniformly).
     seed : int
         Augmentations are a function of (seed, epoch, index): runs are reproducible.
     indices : sequence of int, optional
@@ -46,7 +76,8 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, path: str | Path, preprocessing: Preprocessing, augment: bool = False, crop: int | None = None,
-                 sky_boost: float = 1.0, seed: int = 0, indices=None) -> None:
+                 sky_boost: float = 1.0, seed: int = 0, indices=None, pedestal_prob: float = 0.0,
+                 pedestal_peak: tuple[float, float] = (10.0, 3000.0)) -> None:
         import h5py
 
         self.path = Path(path)
@@ -54,6 +85,7 @@ class PatchDataset(Dataset):
             raise FileNotFoundError(f"{self.path} does not exist; build the data with `crdetect simulate`")
         self.preprocessing = preprocessing
         self.augment, self.crop, self.sky_boost, self.seed = augment, crop, sky_boost, seed
+        self.pedestal_prob, self.pedestal_peak = pedestal_prob, tuple(pedestal_peak)
         self.epoch = 0
         with h5py.File(self.path, "r") as f:
             n = f["image"].shape[0]
@@ -98,6 +130,8 @@ class PatchDataset(Dataset):
             else:
                 y = x = (image.shape[0] - size) // 2
             image, mask, ignore = (a[y:y + size, x:x + size] for a in (image, mask, ignore))
+        if self.augment and rng.random() < self.pedestal_prob:
+            image = add_pedestal(image, rng, sigma, float(self.gain[index]), self.pedestal_peak)
         if self.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image, mask, ignore = (np.rot90(a, k) for a in (image, mask, ignore))

@@ -27,6 +27,8 @@ class TrainConfig:
     plateau_patience: int = 3  # epochs without val-loss improvement before the lr is divided by 10
     crop: int | None = None  # random crops (e.g. 128) train faster on CPUs
     sky_boost: float = 1.0
+    pedestal_prob: float = 0.0  # bright smooth blobs under training patches (hits on galaxy cores)
+    pedestal_peak: list = field(default_factory=lambda: [10.0, 3000.0])  # their peak, in units of the frame noise
     max_train_patches: int | None = None
     max_val_patches: int | None = None
     num_workers: int = 0
