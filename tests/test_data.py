@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crdetect import Preprocessing
-from crdetect.data.datasets import PatchDataset, add_pedestal
+from crdetect.data.datasets import PatchDataset, add_hits, add_pedestal
 from crdetect.data.inject import cr_track, inject_crs, load_cr_library
 from crdetect.data.simulate import (PRESETS, DetectorModel, SimulationConfig, bleed_saturation, build_benchmark,
                                     plan, simulate_frame)
@@ -161,6 +161,21 @@ def test_pedestal_is_a_smooth_bright_blob_with_poisson_noise_and_keeps_labels(ci
     # same crop and the same labelled pixels (the blob draws change only the later rotation/flip)
     assert with_blobs[0]["mask"].sum() == plain[0]["mask"].sum() > 0
     assert with_blobs[0]["image"].sum() > plain[0]["image"].sum()
+
+
+def test_extra_hits_are_labelled_like_the_simulator_and_magnified():
+    sigma, gain, sky = 4.0, 2.0, 100.0
+    image = np.full((128, 128), sky, np.float32)
+    mask = np.zeros_like(image)
+    ignore = np.zeros_like(image)
+    ignore[:, :8] = 1
+    out, labels = add_hits(image, mask, ignore, np.random.default_rng(0), sky, sigma, gain, 20.0)
+    added = out - image
+    assert labels.sum() > 50 and not labels[:, :8].any()  # ignored pixels are never labelled
+    np.testing.assert_array_equal(labels[:, 8:] > 0, added[:, 8:] >= 2 * sigma)
+    assert mask.sum() == 0 and np.all(image == sky)  # inputs untouched
+    zoomed, zoomed_labels = add_hits(image, mask, ignore, np.random.default_rng(0), sky, sigma, gain, 20.0, zoom_max=3.0)
+    assert zoomed_labels.sum() > 1.5 * labels.sum()  # magnified footprints cover more pixels
 
 
 def test_frame_statistics_ignore_sources_and_gradients():

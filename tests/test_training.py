@@ -65,7 +65,9 @@ def test_cli_train_and_evaluate_against_lacosmic(ci_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", "tunet_4", "--model-kwargs", '{"num_layers": 1}', "--data", str(ci_data),
                  "--epochs", "1", "--batch-size", "4", "--crop", "64", "--device", "cpu", "--out", str(run),
-                 "-q"]) == 0
+                 "--pedestal-prob", "0.5", "--extra-hits", "2", "--hit-zoom", "2", "-q"]) == 0
+    saved = TrainConfig.from_yaml(run / "config.yaml")
+    assert (saved.pedestal_prob, saved.extra_hits, saved.hit_zoom) == (0.5, 2.0, 2.0)
     out = tmp_path / "eval"
     assert main(["evaluate", "--runs", str(run), "--baselines", "lacosmic", "--data", str(ci_data),
                  "--max-test-patches", "4", "--out", str(out), "-q"]) == 0

@@ -134,7 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "crop": args.crop,
                  "device": args.device, "seed": args.seed, "max_train_patches": args.max_train_patches,
                  "max_val_patches": args.max_val_patches, "num_workers": args.num_workers, "init_from": args.init_from,
-                 "pedestal_prob": args.pedestal_prob}
+                 "pedestal_prob": args.pedestal_prob, "extra_hits": args.extra_hits, "hit_zoom": args.hit_zoom}
     if args.model_kwargs:
         import json
 
@@ -272,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", default=None, help="checkpoint whose weights start the run")
     train.add_argument("--pedestal-prob", type=float, default=None,
                        help="probability of a bright smooth blob under a training patch (hits on galaxy cores)")
+    train.add_argument("--extra-hits", type=float, default=None,
+                       help="mean number of library hits added to each training patch on the fly")
+    train.add_argument("--hit-zoom", type=float, default=None,
+                       help="magnify those hits by up to this factor (wider, longer footprints)")
     train.add_argument("--config", default=None, help="YAML config; command-line options override it")
     train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
     train.add_argument("-q", "--quiet", action="store_true")

@@ -44,6 +44,41 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     return image + (rng.poisson(electrons) / gain).astype(np.float32)
 
 
+def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.random.Generator, sky: float,
+             sigma: float, gain: float, mean_hits: float, zoom_max: float = 1.0,
+             label_nsigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Add Poisson(``mean_hits``) footprints of the library's train pool to a patch (new arrays).
+
+    Each footprint is rotated, flipped, magnified by a factor uniform in [1, ``zoom_max``] and its
+    charge scaled by 0.5-2. Its pixels are labelled where the added charge is at least
+    ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson noise), as the
+    simulator labels them; ignored pixels stay unlabelled.
+    """
+    from scipy import ndimage
+
+    from .inject import load_cr_library
+
+    footprints = load_cr_library().pool("train").footprints
+    height, width = image.shape
+    charge = np.zeros((height, width), np.float32)
+    for _ in range(rng.poisson(mean_hits)):
+        stamp = np.rot90(footprints[rng.integers(len(footprints))], rng.integers(4))
+        if rng.random() < 0.5:
+            stamp = stamp[:, ::-1]
+        zoom = rng.uniform(1.0, zoom_max)
+        if zoom > 1.05:
+            stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
+        stamp = stamp * rng.uniform(0.5, 2.0)
+        sh, sw = stamp.shape
+        y, x = rng.integers(-sh + 1, height), rng.integers(-sw + 1, width)
+        y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + sh, height), min(x + sw, width)
+        charge[y0:y1, x0:x1] += stamp[y0 - y:y1 - y, x0 - x:x1 - x]
+    added = charge / gain
+    noise = np.sqrt(sigma**2 + np.clip(image - sky, 0, None) / gain)
+    labelled = (added >= label_nsigma * noise) & (ignore < 0.5)
+    return image + added, np.maximum(mask, labelled.astype(mask.dtype))
+
+
 class PatchDataset(Dataset):
     """Patches of one split (``train.h5``, ``val.h5`` or ``test.h5``), normalised like at inference.
 
@@ -69,6 +104,12 @@ class PatchDataset(Dataset):
         (:func:`add_pedestal`): galaxy cores and nebulae on which hits must still be found.
     pedestal_peak : (float, float)
         Range of the pedestal's peak, in units of the frame's noise (drawn log-uniformly).
+    extra_hits : float
+        Mean number of extra library hits added to each patch on the fly (:func:`add_hits`), labelled
+        like the simulator labels them; 0 turns it off.
+    hit_zoom : float
+        Extra hits are magnified by a factor drawn uniformly in [1, ``hit_zoom``]: wider, longer
+        footprints than the ITL library's (other pixel sizes and sensor thicknesses).
     seed : int
         Augmentations are a function of (seed, epoch, index): runs are reproducible.
     indices : sequence of int, optional
@@ -77,7 +118,8 @@ class PatchDataset(Dataset):
 
     def __init__(self, path: str | Path, preprocessing: Preprocessing, augment: bool = False, crop: int | None = None,
                  sky_boost: float = 1.0, seed: int = 0, indices=None, pedestal_prob: float = 0.0,
-                 pedestal_peak: tuple[float, float] = (10.0, 3000.0)) -> None:
+                 pedestal_peak: tuple[float, float] = (10.0, 3000.0), extra_hits: float = 0.0,
+                 hit_zoom: float = 1.0) -> None:
         import h5py
 
         self.path = Path(path)
@@ -86,6 +128,7 @@ class PatchDataset(Dataset):
         self.preprocessing = preprocessing
         self.augment, self.crop, self.sky_boost, self.seed = augment, crop, sky_boost, seed
         self.pedestal_prob, self.pedestal_peak = pedestal_prob, tuple(pedestal_peak)
+        self.extra_hits, self.hit_zoom = extra_hits, hit_zoom
         self.epoch = 0
         with h5py.File(self.path, "r") as f:
             n = f["image"].shape[0]
@@ -132,6 +175,11 @@ class PatchDataset(Dataset):
             image, mask, ignore = (a[y:y + size, x:x + size] for a in (image, mask, ignore))
         if self.augment and rng.random() < self.pedestal_prob:
             image = add_pedestal(image, rng, sigma, float(self.gain[index]), self.pedestal_peak)
+        if self.augment and self.extra_hits > 0:
+            # a separate stream, so that turning extra hits on leaves the other augmentations as they were
+            hit_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            image, mask = add_hits(image, mask, ignore, hit_rng, sky, sigma, float(self.gain[index]),
+                                   self.extra_hits, self.hit_zoom)
         if self.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image, mask, ignore = (np.rot90(a, k) for a in (image, mask, ignore))

@@ -94,7 +94,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     data = Path(config.data)
     train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
                              sky_boost=config.sky_boost, seed=config.seed,
-                             pedestal_prob=config.pedestal_prob, pedestal_peak=config.pedestal_peak)
+                             pedestal_prob=config.pedestal_prob, pedestal_peak=config.pedestal_peak,
+                             extra_hits=config.extra_hits, hit_zoom=config.hit_zoom)
     val_set = PatchDataset(data / "val.h5", preprocessing, augment=False)
     for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
         dataset.indices = random_subset(dataset.indices, limit, config.seed)
