@@ -26,12 +26,13 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     Training frames rarely put hits on top of bright extended light, and a network then learns the
     shortcut "bright region, no cosmic ray" (it missed every hit on the core of M51). The blob's
     profile is Gaussian or exponential (cuspy like a bulge), its centre may lie off the patch (a
-    gradient), its scales are 3-80 px and its peak is log-uniform in ``peak_sigma`` times the frame's
+    gradient), its scales are 6-80 px (broader than stars: a sharper blob at thousands of sigma
+    teaches "bright and compact means no cosmic ray", and real hits can be that bright) and its peak is log-uniform in ``peak_sigma`` times the frame's
     noise ``sigma``. Labels are unchanged: the blob is not a cosmic ray.
     """
     height, width = image.shape
     cy, cx = rng.uniform(-0.25, 1.25) * height, rng.uniform(-0.25, 1.25) * width
-    scale_y, scale_x = np.exp(rng.uniform(np.log(3.0), np.log(80.0), 2))
+    scale_y, scale_x = np.exp(rng.uniform(np.log(6.0), np.log(80.0), 2))
     angle = rng.uniform(0, np.pi)
     y, x = np.mgrid[:height, :width].astype(np.float32)
     dy, dx = y - cy, x - cx
@@ -50,7 +51,9 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
     """Add Poisson(``mean_hits``) footprints of the library's train pool to a patch (new arrays).
 
     Each footprint is rotated, flipped, magnified by a factor uniform in [1, ``zoom_max``] and its
-    charge scaled by 0.5-2. Its pixels are labelled where the added charge is at least
+    charge scaled log-uniformly by 0.5-30: the library's hits sit at tens of sigma on DECam-like sky,
+    but on low-noise frames (space, short or narrow-band exposures) hits reach thousands of sigma,
+    and a network that never saw them takes them for stars. Its pixels are labelled where the added charge is at least
     ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson noise), as the
     simulator labels them; ignored pixels stay unlabelled.
     """
@@ -68,7 +71,7 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
         zoom = rng.uniform(1.0, zoom_max)
         if zoom > 1.05:
             stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
-        stamp = stamp * rng.uniform(0.5, 2.0)
+        stamp = stamp * np.exp(rng.uniform(np.log(0.5), np.log(30.0)))
         sh, sw = stamp.shape
         y, x = rng.integers(-sh + 1, height), rng.integers(-sw + 1, width)
         y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + sh, height), min(x + sw, width)
