@@ -38,7 +38,9 @@ def main() -> None:
             "pixel noise, asinh-stretched; ADU or electrons, any gain)",
             f"- training: `crdetect train` with {{model: {cfg.get('model')}, loss: {cfg.get('loss')}, lr: {cfg.get('lr')}, "
             f"optimizer: {cfg.get('optimizer')}, batch: {cfg.get('batch_size')}, crop: {cfg.get('crop')}, "
-            f"init_from: {cfg.get('init_from')}}}, {len(rows)} epochs on `{cfg.get('data')}`",
+            f"init_from: {cfg.get('init_from')}, pedestal_prob: {cfg.get('pedestal_prob', 0)}, "
+            f"extra_hits: {cfg.get('extra_hits', 0)}, hit_zoom: {cfg.get('hit_zoom', 1)}}}, "
+            f"{len(rows)} epochs on `{cfg.get('data')}`",
             f"- validation at the best epoch: {info.metrics}", "", args.card_notes.read_text()]
     (WEIGHTS / f"{args.name}.md").write_text("\n".join(card) + "\n")
     print(f"shipped {WEIGHTS / (args.name + '.pt')} ({(WEIGHTS / (args.name + '.pt')).stat().st_size / 1e6:.2f} MB)")
