@@ -46,12 +46,14 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
 
 
 def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.random.Generator, sky: float,
-             sigma: float, gain: float, mean_hits: float, zoom_max: float = 1.0,
+             sigma: float, gain: float, mean_hits: float, zoom_max: float = 1.0, track_fraction: float = 0.3,
              label_nsigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Add Poisson(``mean_hits``) footprints of the library's train pool to a patch (new arrays).
 
-    Each footprint is rotated, flipped, magnified by a factor uniform in [1, ``zoom_max``] and its
-    charge scaled log-uniformly by 0.5-30: the library's hits sit at tens of sigma on DECam-like sky,
+    A fraction ``track_fraction`` of them are straight tracks instead (grazing muons: 3-40 px long,
+    blurred by charge diffusion of 0.3-1 px). Each footprint is rotated, flipped, magnified by a
+    factor uniform in [1, ``zoom_max``]; footprints and tracks have their charge scaled
+    log-uniformly by 0.5-50: the library's hits sit at tens of sigma on DECam-like sky,
     but on low-noise frames (space, short or narrow-band exposures) hits reach thousands of sigma,
     and a network that never saw them takes them for stars. Its pixels are labelled where the added charge is at least
     ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson noise), as the
@@ -59,19 +61,23 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
     """
     from scipy import ndimage
 
-    from .inject import load_cr_library
+    from .inject import cr_track, load_cr_library
 
     footprints = load_cr_library().pool("train").footprints
     height, width = image.shape
     charge = np.zeros((height, width), np.float32)
     for _ in range(rng.poisson(mean_hits)):
-        stamp = np.rot90(footprints[rng.integers(len(footprints))], rng.integers(4))
-        if rng.random() < 0.5:
-            stamp = stamp[:, ::-1]
-        zoom = rng.uniform(1.0, zoom_max)
-        if zoom > 1.05:
-            stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
-        stamp = stamp * np.exp(rng.uniform(np.log(0.5), np.log(30.0)))
+        if rng.random() < track_fraction:
+            track = cr_track(rng.uniform(3.0, 40.0), rng.uniform(0, np.pi), 1500.0)
+            stamp = ndimage.gaussian_filter(np.pad(track, 3), rng.uniform(0.3, 1.0))
+        else:
+            stamp = np.rot90(footprints[rng.integers(len(footprints))], rng.integers(4))
+            if rng.random() < 0.5:
+                stamp = stamp[:, ::-1]
+            zoom = rng.uniform(1.0, zoom_max)
+            if zoom > 1.05:
+                stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
+        stamp = stamp * np.exp(rng.uniform(np.log(0.5), np.log(50.0)))
         sh, sw = stamp.shape
         y, x = rng.integers(-sh + 1, height), rng.integers(-sw + 1, width)
         y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + sh, height), min(x + sw, width)
@@ -103,7 +109,7 @@ class PatchDataset(Dataset):
     sky_boost : float
         Maximum extra sky, as a multiple of the frame's sky level.
     pedestal_prob : float
-        Probability (per patch, with augmentation) of adding a bright smooth pedestal under the patch
+        Probability (per patch; also without ``augment``, deterministically per index) of adding a bright smooth pedestal under the patch
         (:func:`add_pedestal`): galaxy cores and nebulae on which hits must still be found.
     pedestal_peak : (float, float)
         Range of the pedestal's peak, in units of the frame's noise (drawn log-uniformly).
@@ -176,9 +182,11 @@ class PatchDataset(Dataset):
             else:
                 y = x = (image.shape[0] - size) // 2
             image, mask, ignore = (a[y:y + size, x:x + size] for a in (image, mask, ignore))
-        if self.augment and rng.random() < self.pedestal_prob:
+        # pedestals and extra hits also apply to validation patches (deterministically), so that the best
+        # epoch is chosen on the data the network is trained for
+        if self.pedestal_prob > 0 and rng.random() < self.pedestal_prob:
             image = add_pedestal(image, rng, sigma, float(self.gain[index]), self.pedestal_peak)
-        if self.augment and self.extra_hits > 0:
+        if self.extra_hits > 0:
             # a separate stream, so that turning extra hits on leaves the other augmentations as they were
             hit_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             image, mask = add_hits(image, mask, ignore, hit_rng, sky, sigma, float(self.gain[index]),

@@ -96,7 +96,9 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
                              sky_boost=config.sky_boost, seed=config.seed,
                              pedestal_prob=config.pedestal_prob, pedestal_peak=config.pedestal_peak,
                              extra_hits=config.extra_hits, hit_zoom=config.hit_zoom)
-    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False)
+    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False, seed=config.seed,
+                           pedestal_prob=config.pedestal_prob, pedestal_peak=config.pedestal_peak,
+                           extra_hits=config.extra_hits, hit_zoom=config.hit_zoom)
     for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
         dataset.indices = random_subset(dataset.indices, limit, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
