@@ -201,3 +201,30 @@ def test_parallel_workers_and_local_dask_cluster_give_the_same_masks(shared_data
         reference = probability(tmp_path / "serial" / name)
         for other in ("jobs", "dask"):
             np.testing.assert_allclose(probability(tmp_path / other / name), reference, atol=1e-5)
+
+
+def test_noise_from_gain_and_read_noise_options_or_header(tiny_checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    image = (400 + rng.normal(0, 10, (64, 64))).astype(np.float32)
+    header = fits.Header({"GAIN": 4.0, "RDNOISE": 8.0})
+    source = tmp_path / "frame.fits"
+    fits.PrimaryHDU(image, header).writeto(source)
+
+    def sigma_used(*options):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["detect", str(source), "--model", str(tiny_checkpoint), "--out-dir", str(out), "-q",
+                     *options]) == 0
+        with fits.open(out / "frame_crmask.fits") as hdul:
+            return hdul["CRMASK"].header["CRSKY"], hdul["CRMASK"].header["CRSIGMA"]
+
+    sky, sigma = sigma_used()
+    assert abs(sigma - 10) < 0.5 and abs(sky - 400) < 1  # estimated from the pixels
+    sky, sigma = sigma_used("--noise-from-header")
+    assert sigma == pytest.approx(np.sqrt(sky * 4.0 + 8.0**2) / 4.0, rel=1e-5)  # sqrt(sky*g + rn^2) / g, ADU
+    assert sigma_used("--gain", "4", "--read-noise", "8", "--sky", "300") == pytest.approx(
+        (300, np.sqrt(300 * 4.0 + 64) / 4.0), rel=1e-5)
+    fits.PrimaryHDU(image).writeto(tmp_path / "bare.fits")
+    assert main(["detect", str(tmp_path / "bare.fits"), "--model", str(tiny_checkpoint), "--out-dir",
+                 str(tmp_path / "bare_out"), "--noise-from-header", "-q"]) != 0
+    err = capsys.readouterr().err
+    assert "no gain in the header" in err and "pass --gain" in err

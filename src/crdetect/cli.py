@@ -49,7 +49,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise CRDetectError("no input files; pass FITS files, directories or globs (or --sample)")
     options = DetectOptions(model=args.model, out_dir=args.out_dir, hdu=args.hdu, threshold=args.threshold,
                             device=args.device, tile=args.tile or None, overwrite=args.overwrite,
-                            skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation)
+                            skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation,
+                            gain=args.gain, read_noise=args.read_noise, sky=args.sky,
+                            noise_from_header=args.noise_from_header)
     # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
     cached_detector(options.model, options.device, options.threshold, options.threads)
     ensure_output_dir(args.out_dir)
@@ -174,20 +176,14 @@ def cmd_label(args: argparse.Namespace) -> int:
     from astropy.io import fits
 
     from .data.consecutive import label_stack
-    from .data.fits_io import atomic_write, header_number, output_path_for, read_science_hdus
+    from .data.fits_io import (GAIN_KEYWORDS, READ_NOISE_KEYWORDS, atomic_write, output_path_for, read_science_hdus,
+                               required_header_number)
 
     sciences = [read_science_hdus(path, args.hdu)[0] for path in args.files]
     header = sciences[0].header
 
-    def from_header(value, keys, what):
-        found = value if value is not None else header_number(header, keys)
-        if found is None:
-            raise CRDetectError(f"no {what} in the header of {args.files[0]} (looked for {', '.join(keys)}); "
-                                f"pass --{what.replace(' ', '-')}")
-        return found
-
-    gain = from_header(args.gain, ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN"), "gain")
-    read_noise = from_header(args.read_noise, ("RDNOISE", "READNOIS", "RON", "READNOISE"), "read noise")
+    gain = required_header_number(args.gain, header, GAIN_KEYWORDS, "gain", args.files[0])
+    read_noise = required_header_number(args.read_noise, header, READ_NOISE_KEYWORDS, "read noise", args.files[0])
     shapes = {s.data.shape for s in sciences}
     if len(shapes) != 1:
         raise CRDetectError(f"the exposures differ in shape ({sorted(shapes)}); align and trim them first")
@@ -233,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "stars and bleed trails are never flagged")
     detect.add_argument("--inpaint", action="store_true",
                         help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
+    detect.add_argument("--gain", type=float, default=None,
+                        help="e-/ADU; with --read-noise, scale by the detector's noise instead of the pixels' "
+                             "(bias-subtracted frames)")
+    detect.add_argument("--read-noise", type=float, default=None, help="e- (with --gain)")
+    detect.add_argument("--noise-from-header", action="store_true",
+                        help="take gain and read noise from each HDU's header (GAIN, RDNOISE, ...)")
+    detect.add_argument("--sky", type=float, default=None, help="sky level in ADU (default: robust estimate)")
     detect.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")

@@ -129,6 +129,19 @@ def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None) -> 
     return result
 
 
+GAIN_KEYWORDS = ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN")
+READ_NOISE_KEYWORDS = ("RDNOISE", "READNOIS", "RON", "READNOISE")
+
+
+def required_header_number(value: float | None, header, keywords, what: str, source: str) -> float:
+    """``value`` if given, else the first of ``keywords`` in ``header``; a clear error naming the option if neither."""
+    found = value if value is not None else header_number(header, keywords)
+    if found is None:
+        raise InputError(f"no {what} in the header of {source} (looked for {', '.join(keywords)}); "
+                            f"pass --{what.replace(' ', '-')}")
+    return float(found)
+
+
 def header_number(header, keywords) -> float | None:
     """The first of ``keywords`` present in ``header`` with a positive number (GAIN, SATURATE, ...)."""
     for key in keywords:
