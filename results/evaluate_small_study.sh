@@ -6,6 +6,6 @@ set -euo pipefail
 DATA=${DATA:-out/small}
 RUNS=${RUNS:-out/runs/study}
 crdetect evaluate --runs "$RUNS"/deepcr_unet "$RUNS"/unet "$RUNS"/cosmic_conn "$RUNS"/att_unet "$RUNS"/tunet_4 \
-  out/runs/default_mix out/runs/fast_mix \
+  out/runs/default_aug out/runs/fast_aug \
   --baselines lacosmic,deepcr,cosmic_conn --data "$DATA" --max-val-patches 64 --max-test-patches 128 \
   --real ../shared/data/real --out results/small_study -q

@@ -10,7 +10,7 @@ import torch
 from crdetect import create_model
 from crdetect.cli import main
 from crdetect.data.simulate import build_benchmark
-from crdetect.training import TrainConfig, train
+from crdetect.training import TrainConfig, average_checkpoints, train
 from crdetect.training.loop import parameter_groups
 
 
@@ -34,6 +34,22 @@ def test_train_one_epoch_then_resume(ci_data, tmp_path):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     loaded = TrainConfig.from_yaml(tmp_path / "config.yaml")
     assert loaded.model_kwargs == {"base_channels": 8} and loaded.preprocessing
+
+
+def test_epoch_checkpoints_and_their_weight_average(ci_data, tmp_path):
+    from crdetect import load_checkpoint
+
+    config = TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": 4}, data=str(ci_data), epochs=2,
+                         batch_size=4, crop=64, device="cpu", keep_epochs=True, extra_hits=2.0, pedestal_prob=0.5)
+    train(config, tmp_path, progress=False)
+    epochs = [tmp_path / "epochs" / f"e{i}.pt" for i in (1, 2)]
+    metrics = average_checkpoints(epochs, tmp_path / "swa.pt", bn_batches=2)
+    assert metrics["val_loss"] > 0 and 0 <= metrics["val_dice"] <= 1
+    averaged, info = load_checkpoint(tmp_path / "swa.pt")
+    first, second = (load_checkpoint(p)[0].state_dict() for p in epochs)
+    name = next(k for k, v in first.items() if v.ndim == 4)  # a convolution's weights: the plain mean
+    torch.testing.assert_close(averaged.state_dict()[name], (first[name] + second[name]) / 2)
+    assert info.metrics["averaged_epochs"] == [str(p) for p in epochs]
 
 
 def test_same_seed_same_weights(ci_data, tmp_path):

@@ -136,7 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "crop": args.crop,
                  "device": args.device, "seed": args.seed, "max_train_patches": args.max_train_patches,
                  "max_val_patches": args.max_val_patches, "num_workers": args.num_workers, "init_from": args.init_from,
-                 "pedestal_prob": args.pedestal_prob, "extra_hits": args.extra_hits, "hit_zoom": args.hit_zoom}
+                 "pedestal_prob": args.pedestal_prob, "extra_hits": args.extra_hits, "hit_zoom": args.hit_zoom,
+                 "keep_epochs": args.keep_epochs or None}
     if args.model_kwargs:
         import json
 
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mean number of library hits added to each training patch on the fly")
     train.add_argument("--hit-zoom", type=float, default=None,
                        help="magnify those hits by up to this factor (wider, longer footprints)")
+    train.add_argument("--keep-epochs", action="store_true",
+                       help="also write epochs/eN.pt after every epoch (for scripts/average_epochs.py)")
     train.add_argument("--config", default=None, help="YAML config; command-line options override it")
     train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
     train.add_argument("-q", "--quiet", action="store_true")

@@ -37,6 +37,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA only
     seed: int = 0
+    keep_epochs: bool = False  # also write epochs/eN.pt after every epoch (for weight averaging)
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning, warm starts)
     threshold: float = 0.5
     calibrate_threshold: bool = True  # store the validation-Dice-optimal threshold in checkpoints

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.datasets import PatchDataset, random_subset
 from ..inference import resolve_device
 from ..losses import get_loss
 from ..metrics import ScoreAccumulator
@@ -61,6 +62,19 @@ def evaluate_loss_and_dice(model, loader, loss_fn, device) -> tuple[float, float
     return total / max(batches, 1), acc.counts.dice, acc
 
 
+def make_datasets(config: TrainConfig, preprocessing: Preprocessing) -> tuple[PatchDataset, PatchDataset]:
+    """The training and validation sets of a run (validation gets the same pedestals and extra hits)."""
+    data = Path(config.data)
+    augmentation = {"pedestal_prob": config.pedestal_prob, "pedestal_peak": config.pedestal_peak,
+                    "extra_hits": config.extra_hits, "hit_zoom": config.hit_zoom, "seed": config.seed}
+    train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
+                             sky_boost=config.sky_boost, **augmentation)
+    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False, **augmentation)
+    for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
+        dataset.indices = random_subset(dataset.indices, limit, config.seed)
+    return train_set, val_set
+
+
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Train ``config.model`` on ``config.data`` and write the run into ``out_dir``.
 
@@ -69,8 +83,6 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     resumed from. Returns the final metrics row.
     """
     from tqdm import tqdm
-
-    from ..data.datasets import PatchDataset, random_subset
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -91,16 +103,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
     if is_main:
         config.to_yaml(out / "config.yaml")
 
-    data = Path(config.data)
-    train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
-                             sky_boost=config.sky_boost, seed=config.seed,
-                             pedestal_prob=config.pedestal_prob, pedestal_peak=config.pedestal_peak,
-                             extra_hits=config.extra_hits, hit_zoom=config.hit_zoom)
-    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False, seed=config.seed,
-                           pedestal_prob=config.pedestal_prob, pedestal_peak=config.pedestal_peak,
-                           extra_hits=config.extra_hits, hit_zoom=config.hit_zoom)
-    for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
-        dataset.indices = random_subset(dataset.indices, limit, config.seed)
+    train_set, val_set = make_datasets(config, preprocessing)
     generator = torch.Generator().manual_seed(config.seed)
     sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if distributed else None
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
@@ -176,6 +179,9 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> di
         if val_loss < best_val:
             best_val = val_loss
             save_checkpoint(out / "best.pt", model, preprocessing, threshold, asdict(config), metrics)
+        if config.keep_epochs:
+            (out / "epochs").mkdir(exist_ok=True)
+            save_checkpoint(out / "epochs" / f"e{epoch + 1}.pt", model, preprocessing, threshold, asdict(config), metrics)
         save_checkpoint(last_path, model, preprocessing, threshold, asdict(config), metrics,
                         extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "epoch": epoch, "best_val_loss": best_val})
