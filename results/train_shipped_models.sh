@@ -21,13 +21,5 @@ OMP_NUM_THREADS=1 crdetect train --model deepcr_unet --model-kwargs '{"base_chan
 OMP_NUM_THREADS=1 crdetect train --model deepcr_unet --model-kwargs '{"base_channels": 8, "head_relu": false}' \
   --init-from out/runs/fast_3_8/best.pt --data out/small_mix --epochs 15 --batch-size 16 --crop 128 \
   --max-val-patches 160 --seed 1 --out out/runs/fast_mix                         # stopped after 11 epochs
-# stage 4 (both): fine-tune with bright smooth pedestals under half the patches and 3 extra library hits
-# per patch, magnified up to 3x and up to 30x brighter (hits on galaxy cores; big, very bright hits)
-OMP_NUM_THREADS=1 crdetect train --model deepcr_unet --model-kwargs '{"base_channels": 16, "head_relu": false}' \
-  --init-from out/runs/default_mix/best.pt --data out/small_mix --epochs 15 --batch-size 16 --crop 128 \
-  --max-val-patches 160 --pedestal-prob 0.5 --extra-hits 3 --hit-zoom 3 --out out/runs/default_aug
-OMP_NUM_THREADS=1 crdetect train --model deepcr_unet --model-kwargs '{"base_channels": 8, "head_relu": false}' \
-  --init-from out/runs/fast_mix/best.pt --data out/small_mix --epochs 30 --batch-size 16 --crop 128 \
-  --max-val-patches 160 --pedestal-prob 0.5 --extra-hits 3 --hit-zoom 3 --seed 1 --out out/runs/fast_aug
-python scripts/ship_model.py out/runs/default_aug default --card-notes results/card_notes_default.md
-python scripts/ship_model.py out/runs/fast_aug fast --card-notes results/card_notes_fast.md
+python scripts/ship_model.py out/runs/default_mix default --card-notes results/card_notes_default.md
+python scripts/ship_model.py out/runs/fast_mix fast --card-notes results/card_notes_fast.md
