@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--default", default="default", help="crdetect default model (name or checkpoint)")
     parser.add_argument("--fast", default="fast", help="crdetect fast model (name or checkpoint)")
     parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd crdetect models (compilation is timed apart)")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
 
@@ -80,15 +82,23 @@ def main() -> int:
     context = ImageContext(frame_statistics(image), frame.gain, frame.read_noise, 1.6e5 / frame.gain)
     runs = {}
 
-    def ours(spec):
-        detector = crdetect.load_detector(spec, device="cpu")
+    notes = []
+
+    def ours(spec, compile=False):
+        detector = crdetect.load_detector(spec, device="cpu", compile=compile)
+        if compile:  # the first call compiles (once per process and tile shape): timed apart
+            started = time.perf_counter()
+            detector.predict(image, tile=args.tile)
+            notes.append(f"torch.compile of {spec}: first call {time.perf_counter() - started:.1f} s")
         return lambda: detector.predict(image, tile=args.tile)
 
     candidates = [("crdetect default", lambda: ours(args.default)), ("crdetect fast", lambda: ours(args.fast)),
                   ("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
                   ("deepCR decam", lambda: (lambda d=DeepCRDetector(): lambda: d.score(image, context))()),
                   ("Cosmic-CoNN ground_imaging", lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(image, context))())]
-    notes = []
+    if args.compile:
+        candidates[2:2] = [("crdetect default compiled", lambda: ours(args.default, compile=True)),
+                           ("crdetect fast compiled", lambda: ours(args.fast, compile=True))]
     for name, build in candidates:
         try:
             fn = build()

@@ -141,3 +141,16 @@ def test_balanced_tiles_cover_with_less_overlap():
     origins = tile_origins(2048, 728, 32)
     assert len(origins) == 3 and origins[-1] + 728 == 2048
     assert balanced_tile(900, 1024, 32, 8) == 1024  # one tile: unchanged
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's inductor imports torch.jit internals
+def test_compiled_detector_gives_the_eager_logits():
+    from crdetect import load_detector
+
+    image = np.random.default_rng(0).normal(100, 5, (300, 200)).astype(np.float32)
+    eager = load_detector("fast", device="cpu")
+    compiled = load_detector("fast", device="cpu", compile=True)
+    assert compiled.pad_multiple == eager.pad_multiple and compiled.context_margin == eager.context_margin
+    np.testing.assert_allclose(compiled.predict(image, tile=None).logits, eager.predict(image, tile=None).logits,
+                               atol=1e-4)

@@ -51,9 +51,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             device=args.device, tile=args.tile or None, overwrite=args.overwrite,
                             skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation,
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
-                            noise_from_header=args.noise_from_header)
+                            noise_from_header=args.noise_from_header, compile=args.compile)
     # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
-    cached_detector(options.model, options.device, options.threshold, options.threads)
+    cached_detector(options.model, options.device, options.threshold, options.threads, options.compile)
     ensure_output_dir(args.out_dir)
     if args.scheduler:
         rows = run_dask(inputs, options, args.scheduler, progress=not args.quiet)
@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--noise-from-header", action="store_true",
                         help="take gain and read noise from each HDU's header (GAIN, RDNOISE, ...)")
     detect.add_argument("--sky", type=float, default=None, help="sky level in ADU (default: robust estimate)")
+    detect.add_argument("--compile", action="store_true",
+                        help="torch.compile the network: ~0.8x the time per frame after 10-30 s of compilation")
     detect.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")

@@ -192,17 +192,28 @@ class CRDetector:
         self.threshold = float(threshold)
         self.name = name or getattr(self.model, "model_name", type(self.model).__name__)
         self.info = info
+        self.network = self.model  # the eager module (attributes; ``self.model`` may be compiled)
+
+    def compile(self) -> "CRDetector":
+        """Run the network through ``torch.compile`` (returns ``self``).
+
+        Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): about 0.8x the eager
+        time per frame after a one-off compilation of 10-30 s per process and tile shape (7-11 s in the benchmark), with logits
+        equal to 1e-5. Worth it for many frames of one size (survey runs), not for one frame.
+        """
+        self.model = torch.compile(self.network, dynamic=False)
+        return self
 
     def __repr__(self) -> str:
         return f"CRDetector(name={self.name!r}, threshold={self.threshold}, device={str(self.device)!r})"
 
     @property
     def pad_multiple(self) -> int:
-        return int(getattr(self.model, "pad_multiple", 1))
+        return int(getattr(self.network, "pad_multiple", 1))
 
     @property
     def context_margin(self) -> int:
-        return int(getattr(self.model, "context_margin", 32))
+        return int(getattr(self.network, "context_margin", 32))
 
     def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -302,7 +313,7 @@ def shipped_weights(name: str) -> Path | None:
 
 
 def load_detector(model: str | os.PathLike | nn.Module = "default", device: str | torch.device = "auto",
-                  threshold: float | None = None) -> CRDetector:
+                  threshold: float | None = None, compile: bool = False) -> CRDetector:
     """Build a :class:`CRDetector` from a shipped model name, a registry name, a checkpoint or a module.
 
     Parameters
@@ -314,6 +325,8 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``.
     threshold : float, optional
         Override the checkpoint's default probability threshold.
+    compile : bool
+        Compile the network with ``torch.compile`` (:meth:`CRDetector.compile`).
     """
     if isinstance(model, nn.Module):
         detector = CRDetector(model, device=device)
@@ -335,4 +348,4 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
             detector = CRDetector(create_model(spec), device=device, name=f"{spec} (untrained)")
     if threshold is not None:
         detector.threshold = float(threshold)
-    return detector
+    return detector.compile() if compile else detector

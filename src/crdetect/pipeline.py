@@ -41,6 +41,7 @@ class DetectOptions:
     read_noise: float | None = None  # e-
     sky: float | None = None  # ADU above bias; estimated from the frame if omitted
     noise_from_header: bool = False  # take gain and read noise from the header (GAIN, RDNOISE, ...)
+    compile: bool = False  # torch.compile the network (pays off over many frames)
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.ndarray:
@@ -117,7 +118,7 @@ def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str):
 
 
 @functools.lru_cache(maxsize=2)
-def cached_detector(model: str, device: str, threshold: float | None, threads: int | None):
+def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False):
     """One detector per process, loaded on first use (the CLI's up-front check fills the cache)."""
     import torch
 
@@ -125,7 +126,7 @@ def cached_detector(model: str, device: str, threshold: float | None, threads: i
 
     if threads:
         torch.set_num_threads(threads)
-    return load_detector(model, device=device, threshold=threshold)
+    return load_detector(model, device=device, threshold=threshold, compile=compile)
 
 
 def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list[dict]:
@@ -142,7 +143,8 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         if out_path.exists() and not options.overwrite:
             raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
                                 "(or --skip-existing to keep it)")
-        detector = detector or cached_detector(options.model, options.device, options.threshold, options.threads)
+        detector = detector or cached_detector(options.model, options.device, options.threshold, options.threads,
+                                                   options.compile)
         results, rows = [], []
         for science in read_science_hdus(path, options.hdu):
             with warnings.catch_warnings():
@@ -176,7 +178,8 @@ def run_local(paths: list[Path], options: DetectOptions, jobs: int = 1, progress
     from tqdm import tqdm
 
     if jobs <= 1:
-        detector = cached_detector(options.model, options.device, options.threshold, options.threads)
+        detector = cached_detector(options.model, options.device, options.threshold, options.threads,
+                                                   options.compile)
         return [row for p in tqdm(paths, desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
                 for row in detect_file(p, options, detector)]
     from concurrent.futures import ProcessPoolExecutor
