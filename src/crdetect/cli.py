@@ -42,7 +42,7 @@ def _expand_inputs(items: list[str]) -> list[Path]:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from .data.fits_io import ensure_output_dir
-    from .pipeline import DetectOptions, cached_detector, run_dask, run_local, write_summary
+    from .pipeline import DetectOptions, detector_for, run_dask, run_local, write_summary
 
     inputs = _expand_inputs(args.files) + ([SAMPLE_FILE] if args.sample else [])
     if not inputs:
@@ -53,7 +53,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile)
     # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
-    cached_detector(options.model, options.device, options.threshold, options.threads, options.compile)
+    detector_for(options)
     ensure_output_dir(args.out_dir)
     if args.scheduler:
         rows = run_dask(inputs, options, args.scheduler, progress=not args.quiet)

@@ -198,7 +198,7 @@ class CRDetector:
         """Run the network through ``torch.compile`` (returns ``self``).
 
         Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): about 0.8x the eager
-        time per frame after a one-off compilation of 10-30 s per process and tile shape (7-11 s in the benchmark), with logits
+        time per frame after a one-off compilation of 7-30 s per process and tile shape, with logits
         equal to 1e-5. Worth it for many frames of one size (survey runs), not for one frame.
         """
         self.model = torch.compile(self.network, dynamic=False)

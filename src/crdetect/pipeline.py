@@ -105,11 +105,10 @@ def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str):
     from .preprocessing import FrameStatistics, frame_statistics, noise_from_detector
 
     if options.noise_from_header or options.gain is not None or options.read_noise is not None:
-        empty = {}
-        gain = required_header_number(options.gain, header if options.noise_from_header else empty,
-                                      GAIN_KEYWORDS, "gain", source)
-        read_noise = required_header_number(options.read_noise, header if options.noise_from_header else empty,
-                                            READ_NOISE_KEYWORDS, "read noise", source)
+        keywords_from = header if options.noise_from_header else {}
+        gain = required_header_number(options.gain, keywords_from, GAIN_KEYWORDS, "gain", source)
+        read_noise = required_header_number(options.read_noise, keywords_from, READ_NOISE_KEYWORDS, "read noise",
+                                            source)
         sky = options.sky if options.sky is not None else frame_statistics(image).sky
         return FrameStatistics(sky=sky, sigma=noise_from_detector(sky, gain, read_noise))
     if options.sky is not None:
@@ -129,6 +128,11 @@ def cached_detector(model: str, device: str, threshold: float | None, threads: i
     return load_detector(model, device=device, threshold=threshold, compile=compile)
 
 
+def detector_for(options: DetectOptions):
+    """The process's cached detector for ``options``."""
+    return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile)
+
+
 def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list[dict]:
     """Detect CRs in one FITS file and write its output; returns one summary row per science HDU."""
     from .data.fits_io import output_path_for, read_science_hdus, write_detection
@@ -143,8 +147,7 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         if out_path.exists() and not options.overwrite:
             raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
                                 "(or --skip-existing to keep it)")
-        detector = detector or cached_detector(options.model, options.device, options.threshold, options.threads,
-                                                   options.compile)
+        detector = detector or detector_for(options)
         results, rows = [], []
         for science in read_science_hdus(path, options.hdu):
             with warnings.catch_warnings():
@@ -178,8 +181,7 @@ def run_local(paths: list[Path], options: DetectOptions, jobs: int = 1, progress
     from tqdm import tqdm
 
     if jobs <= 1:
-        detector = cached_detector(options.model, options.device, options.threshold, options.threads,
-                                                   options.compile)
+        detector = detector_for(options)
         return [row for p in tqdm(paths, desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
                 for row in detect_file(p, options, detector)]
     from concurrent.futures import ProcessPoolExecutor

@@ -27,8 +27,9 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     shortcut "bright region, no cosmic ray" (it missed every hit on the core of M51). The blob's
     profile is Gaussian or exponential (cuspy like a bulge), its centre may lie off the patch (a
     gradient), its scales are 6-80 px (broader than stars: a sharper blob at thousands of sigma
-    teaches "bright and compact means no cosmic ray", and real hits can be that bright) and its peak is log-uniform in ``peak_sigma`` times the frame's
-    noise ``sigma``. Labels are unchanged: the blob is not a cosmic ray.
+    teaches "bright and compact means no cosmic ray", and real hits can be that bright) and its peak
+    is log-uniform in ``peak_sigma`` times the frame's noise ``sigma``. Labels are unchanged: the
+    blob is not a cosmic ray.
     """
     height, width = image.shape
     cy, cx = rng.uniform(-0.25, 1.25) * height, rng.uniform(-0.25, 1.25) * width
@@ -55,9 +56,9 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
     factor uniform in [1, ``zoom_max``]; footprints and tracks have their charge scaled
     log-uniformly by 0.5-50: the library's hits sit at tens of sigma on DECam-like sky,
     but on low-noise frames (space, short or narrow-band exposures) hits reach thousands of sigma,
-    and a network that never saw them takes them for stars. Its pixels are labelled where the added charge is at least
-    ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson noise), as the
-    simulator labels them; ignored pixels stay unlabelled.
+    and a network that never saw them takes them for stars. Pixels are labelled where the added
+    charge is at least ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson
+    noise), as the simulator labels them; ignored pixels stay unlabelled.
     """
     from scipy import ndimage
 
@@ -109,8 +110,9 @@ class PatchDataset(Dataset):
     sky_boost : float
         Maximum extra sky, as a multiple of the frame's sky level.
     pedestal_prob : float
-        Probability (per patch; also without ``augment``, deterministically per index) of adding a bright smooth pedestal under the patch
-        (:func:`add_pedestal`): galaxy cores and nebulae on which hits must still be found.
+        Probability (per patch; also without ``augment``, then deterministic per index) of adding a
+        bright smooth pedestal under the patch (:func:`add_pedestal`): galaxy cores and nebulae on
+        which hits must still be found.
     pedestal_peak : (float, float)
         Range of the pedestal's peak, in units of the frame's noise (drawn log-uniformly).
     extra_hits : float

@@ -138,7 +138,7 @@ def required_header_number(value: float | None, header, keywords, what: str, sou
     found = value if value is not None else header_number(header, keywords)
     if found is None:
         raise InputError(f"no {what} in the header of {source} (looked for {', '.join(keywords)}); "
-                            f"pass --{what.replace(' ', '-')}")
+                         f"pass --{what.replace(' ', '-')}")
     return float(found)
 
 
