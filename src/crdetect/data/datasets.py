@@ -62,27 +62,20 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
     """
     from scipy import ndimage
 
-    from .inject import cr_track, load_cr_library
+    from .inject import add_at_random_position, cr_track, load_cr_library, random_footprint
 
     footprints = load_cr_library().pool("train").footprints
-    height, width = image.shape
-    charge = np.zeros((height, width), np.float32)
+    charge = np.zeros(image.shape, np.float32)
     for _ in range(rng.poisson(mean_hits)):
         if rng.random() < track_fraction:
             track = cr_track(rng.uniform(3.0, 40.0), rng.uniform(0, np.pi), 1500.0)
             stamp = ndimage.gaussian_filter(np.pad(track, 3), rng.uniform(0.3, 1.0))
         else:
-            stamp = np.rot90(footprints[rng.integers(len(footprints))], rng.integers(4))
-            if rng.random() < 0.5:
-                stamp = stamp[:, ::-1]
+            stamp = random_footprint(footprints, rng)
             zoom = rng.uniform(1.0, zoom_max)
             if zoom > 1.05:
                 stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
-        stamp = stamp * np.exp(rng.uniform(np.log(0.5), np.log(50.0)))
-        sh, sw = stamp.shape
-        y, x = rng.integers(-sh + 1, height), rng.integers(-sw + 1, width)
-        y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + sh, height), min(x + sw, width)
-        charge[y0:y1, x0:x1] += stamp[y0 - y:y1 - y, x0 - x:x1 - x]
+        add_at_random_position(charge, stamp * np.exp(rng.uniform(np.log(0.5), np.log(50.0))), rng)
     added = charge / gain
     noise = np.sqrt(sigma**2 + np.clip(image - sky, 0, None) / gain)
     labelled = (added >= label_nsigma * noise) & (ignore < 0.5)

@@ -93,6 +93,27 @@ def cr_track(length: float, angle: float, electrons_per_px: float) -> np.ndarray
     return stamp
 
 
+def random_footprint(footprints, rng: np.random.Generator) -> np.ndarray:
+    """One of ``footprints``, rotated by a random multiple of 90 degrees and flipped half the time."""
+    stamp = np.rot90(footprints[rng.integers(len(footprints))], rng.integers(4))
+    return stamp[:, ::-1] if rng.random() < 0.5 else stamp
+
+
+def add_stamp(image: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
+    """Add ``stamp`` to ``image`` (in place) with its corner at (``y0``, ``x0``), clipped to the image."""
+    h, w = stamp.shape
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + h, image.shape[0]), min(x0 + w, image.shape[1])
+    if ye > ys and xe > xs:
+        image[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
+
+
+def add_at_random_position(image: np.ndarray, stamp: np.ndarray, rng: np.random.Generator) -> None:
+    """Add ``stamp`` at a uniformly random position; it may fall partly off the image (detector edges)."""
+    sh, sw = stamp.shape
+    add_stamp(image, stamp, int(rng.integers(-sh + 1, image.shape[0])), int(rng.integers(-sw + 1, image.shape[1])))
+
+
 def inject_crs(image_e: np.ndarray, exposure_s: float, rng: np.random.Generator, library: CRLibrary,
                rate_scale: float = 1.0, track_fraction: float = 0.0,
                track_length: tuple[float, float] = (10.0, 60.0), track_charge: float = 1500.0) -> tuple[np.ndarray, int]:
@@ -130,17 +151,9 @@ def inject_crs(image_e: np.ndarray, exposure_s: float, rng: np.random.Generator,
     n_tracks = rng.poisson(n_hits * track_fraction) if track_fraction > 0 else 0
     for i in range(n_hits + n_tracks):
         if i < n_hits:
-            stamp = library.footprints[rng.integers(len(library.footprints))]
-            stamp = np.rot90(stamp, rng.integers(4))
-            if rng.random() < 0.5:
-                stamp = stamp[:, ::-1]
+            stamp = random_footprint(library.footprints, rng)
         else:
             stamp = cr_track(rng.uniform(*track_length), rng.uniform(0, np.pi), track_charge * rng.uniform(0.5, 1.5))
-        sh, sw = stamp.shape
-        # the hit may fall partly off the image, like real hits on a detector edge
-        y, x = rng.integers(-sh + 1, height), rng.integers(-sw + 1, width)
-        y0, x0 = max(y, 0), max(x, 0)
-        y1, x1 = min(y + sh, height), min(x + sw, width)
-        charge[y0:y1, x0:x1] += stamp[y0 - y:y1 - y, x0 - x:x1 - x]
+        add_at_random_position(charge, stamp, rng)
     image_e += charge
     return charge, n_hits + n_tracks

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..preprocessing import frame_statistics
-from .inject import CRLibrary, inject_crs, load_cr_library
+from .inject import CRLibrary, add_stamp, inject_crs, load_cr_library
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +89,6 @@ def _power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float, slop
     return np.log10(a + rng.random(n) * (b - a)) / slope
 
 
-def _add_stamp(image: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
-    h, w = stamp.shape
-    ys, xs = max(y0, 0), max(x0, 0)
-    ye, xe = min(y0 + h, image.shape[0]), min(x0 + w, image.shape[1])
-    if ye > ys and xe > xs:
-        image[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
-
-
 def _render_sources(image: np.ndarray, rng: np.random.Generator, config: SimulationConfig, zero_point: float,
                     exposure: float, fwhm: float) -> None:
     """Add stars and Sersic galaxies, convolved with a Moffat PSF, to ``image`` (electrons)."""
@@ -111,7 +103,7 @@ def _render_sources(image: np.ndarray, rng: np.random.Generator, config: Simulat
         y, x = rng.uniform(0, height), rng.uniform(0, width)
         stamp = profile.withFlux(flux).drawImage(scale=PIXEL_SCALE, offset=(x % 1 - 0.5, y % 1 - 0.5))
         arr = stamp.array
-        _add_stamp(image, arr, int(y) - arr.shape[0] // 2, int(x) - arr.shape[1] // 2)
+        add_stamp(image, arr, int(y) - arr.shape[0] // 2, int(x) - arr.shape[1] // 2)
 
     for mag in _power_law_mags(rng, rng.poisson(config.stars_per_mpix * mpix), *config.star_mag, slope=0.2):
         flux = exposure * 10 ** (-0.4 * (mag - zero_point))
