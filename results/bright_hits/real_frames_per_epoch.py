@@ -2,16 +2,16 @@
 
     python results/bright_hits/real_frames_per_epoch.py > results/bright_hits/real_frames_per_epoch.md
 
-Scored like `crdetect evaluate` (network logits; M51's real CRs ignored). Needs out/runs/{default,fast}_aug*.
+Scored by `crdetect evaluate`'s code (network logits; M51's real CRs ignored). Needs out/runs/{default,fast}_aug*.
 """
 
 import csv
 import re
 from pathlib import Path
 
-import numpy as np
-
+from crdetect.baselines import NetworkDetector
 from crdetect.data.real import m51_frame, wfpc2_frame
+from crdetect.evaluation.benchmark import real_frame_samples, score_detectors
 from crdetect.inference import load_detector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,13 +19,11 @@ FRAMES = [m51_frame(ROOT.parent / "shared/data/real"), wfpc2_frame(ROOT.parent /
 
 
 def tprs(checkpoint) -> list[str]:
-    detector = load_detector(checkpoint)
+    detector = NetworkDetector(load_detector(checkpoint), name="run")
     out = []
-    for frame in FRAMES:
-        logits = detector.predict(frame.image, saturation=frame.saturation).logits
-        valid = ~frame.ignore
-        negatives, positives = logits[valid & ~frame.truth], logits[valid & frame.truth]
-        out += [f"{(positives > np.quantile(negatives, 1 - fpr)).mean():.3f}" for fpr in (1e-4, 1e-3)]
+    for sample in real_frame_samples(FRAMES):
+        accumulator = score_detectors([detector], [sample], progress=False)["run"].accumulator
+        out += [f"{accumulator.tpr_at_fpr(fpr):.3f}" for fpr in (1e-4, 1e-3)]
     return out
 
 
