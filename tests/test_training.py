@@ -7,7 +7,7 @@ import csv
 import pytest
 import torch
 
-from crdetect import create_model
+from crdetect import create_model, load_detector
 from crdetect.cli import main
 from crdetect.data.simulate import build_benchmark
 from crdetect.training import TrainConfig, average_checkpoints, train
@@ -81,9 +81,11 @@ def test_cli_train_and_evaluate_against_lacosmic(ci_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", "tunet_4", "--model-kwargs", '{"num_layers": 1}', "--data", str(ci_data),
                  "--epochs", "1", "--batch-size", "4", "--crop", "64", "--device", "cpu", "--out", str(run),
-                 "--pedestal-prob", "0.5", "--extra-hits", "2", "--hit-zoom", "2", "-q"]) == 0
+                 "--pedestal-prob", "0.5", "--extra-hits", "2", "--hit-zoom", "2", "--local-background", "15",
+                 "-q"]) == 0
     saved = TrainConfig.from_yaml(run / "config.yaml")
     assert (saved.pedestal_prob, saved.extra_hits, saved.hit_zoom) == (0.5, 2.0, 2.0)
+    assert load_detector(run / "best.pt").preprocessing.local_background == 15  # travels with the model
     out = tmp_path / "eval"
     assert main(["evaluate", "--runs", str(run), "--baselines", "lacosmic", "--data", str(ci_data),
                  "--max-test-patches", "4", "--out", str(out), "-q"]) == 0

@@ -21,4 +21,4 @@ OMP_NUM_THREADS=1 crdetect train --model deepcr_unet --model-kwargs '{"base_chan
   --max-val-patches 160 --pedestal-prob 0.5 --extra-hits 3 --hit-zoom 3 --seed 1 --keep-epochs --out out/runs/fast_aug
 python scripts/average_epochs.py out/runs/default_aug --last 5
 python scripts/average_epochs.py out/runs/fast_aug --last 5
-python results/bright_hits/real_frames_per_epoch.py > results/bright_hits/real_frames_per_epoch.md
+python scripts/real_frames_per_epoch.py out/runs/{default_aug0,default_aug,fast_aug0,fast_aug} > results/bright_hits/real_frames_per_epoch.md

@@ -130,6 +130,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .preprocessing import Preprocessing
     from .training import TrainConfig, train
 
     overrides = {"model": args.model, "data": args.data, "loss": args.loss, "epochs": args.epochs,
@@ -147,6 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = TrainConfig.from_yaml(args.config, **overrides)
         else:
             config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+        if args.local_background is not None:
+            config.preprocessing = {**config.preprocessing, "local_background": args.local_background}
+            Preprocessing.from_dict(config.preprocessing)  # validate now, not after loading the data
     except (ValueError, TypeError) as err:
         raise CRDetectError(str(err)) from None
     if not config.data:
@@ -282,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mean number of library hits added to each training patch on the fly")
     train.add_argument("--hit-zoom", type=float, default=None,
                        help="magnify those hits by up to this factor (wider, longer footprints)")
+    train.add_argument("--local-background", type=int, default=None, metavar="PX",
+                       help="subtract a local background (sliding median over PX px) instead of the global sky "
+                            "from the network's input; stored in the checkpoint")
     train.add_argument("--keep-epochs", action="store_true",
                        help="also write epochs/eN.pt after every epoch (for scripts/average_epochs.py)")
     train.add_argument("--config", default=None, help="YAML config; command-line options override it")

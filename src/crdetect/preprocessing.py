@@ -7,6 +7,10 @@ deepCR normalised its inputs one way in training and another in inference; here 
 The default scaling is unit-free: the frame's sky level is subtracted and the result divided by its
 noise, so the network sees signal-to-noise whatever the instrument's units (ADU or electrons) and gain.
 A soft asinh stretch then compresses the huge dynamic range of saturated stars and strong hits.
+
+Optionally (``local_background``) a local background, a fast approximation of a sliding median, is
+subtracted instead of the single sky level: a hit on a bright galaxy core then looks like a hit on sky,
+whereas after a global sky subtraction and the asinh stretch it is a small bump on a bright plateau.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
+from scipy import ndimage
 
 from .errors import InputError
 
@@ -82,6 +87,43 @@ def frame_statistics(image: np.ndarray) -> FrameStatistics:
     return FrameStatistics(sky=float(median), sigma=float(std))
 
 
+#: Block size (px) of the block medians behind :func:`local_background`.
+_BACKGROUND_BLOCK = 3
+
+
+def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.ndarray:
+    """Local background of a 2-D image: an approximate sliding median over ``window`` x ``window`` px.
+
+    A true sliding median costs O(window^2) per pixel (about 25 s for a 15 px window on a 2048 x 4096
+    CCD with scipy); here the image is reduced to medians of 3 x 3 px blocks, those are median-filtered
+    over ``window / 3`` blocks and interpolated back bilinearly (about 0.6 s). Like a sliding median it
+    ignores anything narrower than about half the window (hits, stars, which therefore stay in
+    ``image - background``) and follows anything broader (galaxy cores, gradients, large halos).
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D image; non-finite pixels are replaced by ``fill`` first.
+    window : int
+        Width of the median window in pixels (at least 3).
+    fill : float
+        Value used for non-finite pixels (the frame's sky level).
+    """
+    if window < _BACKGROUND_BLOCK:
+        raise ValueError(f"local background window must be >= {_BACKGROUND_BLOCK} px, got {window}")
+    image = np.where(np.isfinite(image), image, np.float32(fill)).astype(np.float32, copy=False)
+    block = _BACKGROUND_BLOCK
+    height, width = image.shape
+    pad_h, pad_w = -height % block, -width % block
+    padded = np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect") if pad_h or pad_w else image
+    grid = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block)
+    medians = np.median(grid.transpose(0, 2, 1, 3).reshape(*grid.shape[::2], block * block), axis=2)
+    size = max(1, int(round(window / block))) | 1  # odd, so the filter is centred
+    smooth = ndimage.median_filter(medians, size=size, mode="reflect")
+    background = ndimage.zoom(smooth, block, order=1, grid_mode=True, mode="nearest")
+    return background[:height, :width].astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a model expects its input to be scaled.
@@ -98,18 +140,25 @@ class Preprocessing:
     asinh_softening : float or None
         If set, apply ``asinh(x / s)`` to the scaled image: linear within about ``s`` sigma,
         logarithmic beyond, so saturated stars (1e4 sigma) stay in a range the network handles.
+    local_background : int or None
+        If set (with ``subtract_sky``), subtract :func:`local_background` over this window (px) instead
+        of the single sky level. ``None`` (checkpoints made before this option existed) keeps the
+        global sky.
     """
 
     subtract_sky: bool = True
     scale: str = "noise"
     fixed_scale: float = 1.0
     asinh_softening: float | None = 10.0
+    local_background: int | None = None
 
     def __post_init__(self) -> None:
         if self.scale not in ("noise", "fixed"):
             raise ValueError(f"unknown scale {self.scale!r}; choose 'noise' or 'fixed'")
         if self.fixed_scale <= 0 or (self.asinh_softening is not None and self.asinh_softening <= 0):
             raise ValueError("fixed_scale and asinh_softening must be positive")
+        if self.local_background is not None and self.local_background < _BACKGROUND_BLOCK:
+            raise ValueError(f"local_background must be None or >= {_BACKGROUND_BLOCK} px")
 
     def to_dict(self) -> dict:
         """Plain dict for checkpoints and YAML."""
@@ -137,7 +186,10 @@ class Preprocessing:
         if stats is None:
             stats = frame_statistics(image)
         out = np.array(image, dtype=np.float32, copy=True)
-        if self.subtract_sky:
+        if self.subtract_sky and self.local_background is not None:
+            for plane in out.reshape(-1, *out.shape[-2:]):  # views: stacked frames get one background each
+                plane -= local_background(plane, self.local_background, fill=stats.sky)
+        elif self.subtract_sky:
             out -= np.float32(stats.sky)
         out /= np.float32(stats.sigma if self.scale == "noise" else self.fixed_scale)
         if self.asinh_softening is not None:

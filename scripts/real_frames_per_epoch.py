@@ -1,0 +1,67 @@
+"""TPR at FPR 1e-4 / 1e-3 on the real labelled frames (M51, WFPC2) for every kept epoch of training runs.
+
+    python scripts/real_frames_per_epoch.py out/runs/default_aug out/runs/fast_aug > table.md
+
+Prints a Markdown table: LA-Cosmic and the shipped models first, then each epoch of each run (its
+``epochs/eN.pt`` from ``crdetect train --keep-epochs``, else ``best.pt``) with its validation loss, and
+``averaged.pt`` when present. Scored by `crdetect evaluate`'s code (network logits; M51's real CRs are
+ignored, its injected ones are the label).
+"""
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+from crdetect.baselines import LACosmicDetector, NetworkDetector
+from crdetect.data.real import m51_frame, wfpc2_frame
+from crdetect.evaluation.benchmark import real_frame_samples, score_detectors
+from crdetect.inference import load_detector
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+FPRS = (1e-4, 1e-3)
+
+
+def tprs(detector, samples) -> list[str]:
+    """TPR at :data:`FPRS` on each sample, formatted."""
+    out = []
+    for sample in samples:
+        accumulator = score_detectors([detector], [sample], progress=False)[detector.name].accumulator
+        out += [f"{accumulator.tpr_at_fpr(fpr):.3f}" for fpr in FPRS]
+    return out
+
+
+def epoch_checkpoints(folder: Path) -> list[tuple[str, Path]]:
+    """(label, path) of the run's kept epochs in order, or its best checkpoint."""
+    epochs = sorted((folder / "epochs").glob("e*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
+    if not epochs:
+        return [("best", folder / "best.pt")]
+    return [(re.findall(r"\d+", p.stem)[0], p) for p in epochs]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories of `crdetect train`")
+    parser.add_argument("--real", type=Path, default=REAL, help="the real-data folder (shared/data/real)")
+    args = parser.parse_args()
+    samples = list(real_frame_samples([m51_frame(args.real), wfpc2_frame(args.real)]))
+    print("| checkpoint | val loss (own val set) | M51 @1e-4 | M51 @1e-3 | WFPC2 @1e-4 | WFPC2 @1e-3 |")
+    print("|---|---|---|---|---|---|")
+    print("| LA-Cosmic (astroscrappy, sigclip sweep) | - | " + " | ".join(tprs(LACosmicDetector(), samples)) + " |")
+    for name in ("default", "fast"):
+        detector = NetworkDetector(load_detector(name), name=name)
+        print(f"| shipped `{name}` | - | " + " | ".join(tprs(detector, samples)) + " |", flush=True)
+    for folder in args.runs:
+        with open(folder / "metrics.csv") as f:
+            losses = {r["epoch"]: float(r["val_loss"]) for r in csv.DictReader(f)}
+        for epoch, path in epoch_checkpoints(folder):
+            loss = f"{losses[epoch]:.4f}" if epoch in losses else "-"
+            detector = NetworkDetector(load_detector(path), name="run")
+            print(f"| {folder.name} epoch {epoch} | {loss} | " + " | ".join(tprs(detector, samples)) + " |", flush=True)
+        if (folder / "averaged.pt").exists():
+            detector = NetworkDetector(load_detector(folder / "averaged.pt"), name="run")
+            print(f"| {folder.name} weight average | - | " + " | ".join(tprs(detector, samples)) + " |")
+
+
+if __name__ == "__main__":
+    main()
