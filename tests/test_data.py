@@ -177,6 +177,10 @@ def test_extra_hits_are_labelled_like_the_simulator_and_magnified():
     assert mask.sum() == 0 and np.all(image == sky)  # inputs untouched
     zoomed, zoomed_labels = add_hits(image, mask, ignore, np.random.default_rng(0), sky, sigma, gain, 20.0, zoom_max=3.0)
     assert zoomed_labels.sum() > 1.5 * labels.sum()  # magnified footprints cover more pixels
+    # the same draws with a 20x larger charge factor: the hits' total charge scales by 20 exactly
+    brighter, _ = add_hits(image, mask, ignore, np.random.default_rng(0), sky, sigma, gain, 20.0,
+                           charge_scale=(10.0, 1000.0))
+    assert (brighter - image).sum() == pytest.approx(20 * added.sum(), rel=1e-4)
 
 
 def test_frame_statistics_ignore_sources_and_gradients():

@@ -48,13 +48,13 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
 
 def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.random.Generator, sky: float,
              sigma: float, gain: float, mean_hits: float, zoom_max: float = 1.0, track_fraction: float = 0.3,
-             label_nsigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+             label_nsigma: float = 2.0, charge_scale: tuple[float, float] = (0.5, 50.0)) -> tuple[np.ndarray, np.ndarray]:
     """Add Poisson(``mean_hits``) footprints of the library's train pool to a patch (new arrays).
 
     A fraction ``track_fraction`` of them are straight tracks instead (grazing muons: 3-40 px long,
     blurred by charge diffusion of 0.3-1 px). Each footprint is rotated, flipped, magnified by a
     factor uniform in [1, ``zoom_max``]; footprints and tracks have their charge scaled
-    log-uniformly by 0.5-50: the library's hits sit at tens of sigma on DECam-like sky,
+    log-uniformly within ``charge_scale`` (0.5-50): the library's hits sit at tens of sigma on DECam-like sky,
     but on low-noise frames (space, short or narrow-band exposures) hits reach thousands of sigma,
     and a network that never saw them takes them for stars. Pixels are labelled where the added
     charge is at least ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson
@@ -75,7 +75,7 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
             zoom = rng.uniform(1.0, zoom_max)
             if zoom > 1.05:
                 stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
-        add_at_random_position(charge, stamp * np.exp(rng.uniform(np.log(0.5), np.log(50.0))), rng)
+        add_at_random_position(charge, stamp * np.exp(rng.uniform(*np.log(charge_scale))), rng)
     added = charge / gain
     noise = np.sqrt(sigma**2 + np.clip(image - sky, 0, None) / gain)
     labelled = (added >= label_nsigma * noise) & (ignore < 0.5)
@@ -114,6 +114,8 @@ class PatchDataset(Dataset):
     hit_zoom : float
         Extra hits are magnified by a factor drawn uniformly in [1, ``hit_zoom``]: wider, longer
         footprints than the ITL library's (other pixel sizes and sensor thicknesses).
+    hit_charge : (float, float)
+        Range of the factor (drawn log-uniformly) on the extra hits' charge.
     seed : int
         Augmentations are a function of (seed, epoch, index): runs are reproducible.
     indices : sequence of int, optional
@@ -123,7 +125,7 @@ class PatchDataset(Dataset):
     def __init__(self, path: str | Path, preprocessing: Preprocessing, augment: bool = False, crop: int | None = None,
                  sky_boost: float = 1.0, seed: int = 0, indices=None, pedestal_prob: float = 0.0,
                  pedestal_peak: tuple[float, float] = (10.0, 3000.0), extra_hits: float = 0.0,
-                 hit_zoom: float = 1.0) -> None:
+                 hit_zoom: float = 1.0, hit_charge: tuple[float, float] = (0.5, 50.0)) -> None:
         import h5py
 
         self.path = Path(path)
@@ -132,7 +134,7 @@ class PatchDataset(Dataset):
         self.preprocessing = preprocessing
         self.augment, self.crop, self.sky_boost, self.seed = augment, crop, sky_boost, seed
         self.pedestal_prob, self.pedestal_peak = pedestal_prob, tuple(pedestal_peak)
-        self.extra_hits, self.hit_zoom = extra_hits, hit_zoom
+        self.extra_hits, self.hit_zoom, self.hit_charge = extra_hits, hit_zoom, tuple(hit_charge)
         self.epoch = 0
         with h5py.File(self.path, "r") as f:
             n = f["image"].shape[0]
@@ -185,7 +187,7 @@ class PatchDataset(Dataset):
             # a separate stream, so that turning extra hits on leaves the other augmentations as they were
             hit_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             image, mask = add_hits(image, mask, ignore, hit_rng, sky, sigma, float(self.gain[index]),
-                                   self.extra_hits, self.hit_zoom)
+                                   self.extra_hits, self.hit_zoom, charge_scale=self.hit_charge)
         if self.augment:
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image, mask, ignore = (np.rot90(a, k) for a in (image, mask, ignore))

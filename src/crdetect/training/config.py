@@ -31,6 +31,7 @@ class TrainConfig:
     pedestal_peak: list = field(default_factory=lambda: [10.0, 3000.0])  # their peak, in units of the frame noise
     extra_hits: float = 0.0  # mean number of library hits added to each patch on the fly
     hit_zoom: float = 1.0  # those hits are magnified by up to this factor (wider, longer footprints)
+    hit_charge: list = field(default_factory=lambda: [0.5, 50.0])  # range of the factor on their charge
     max_train_patches: int | None = None
     max_val_patches: int | None = None
     num_workers: int = 0
