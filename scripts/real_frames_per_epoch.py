@@ -1,11 +1,12 @@
-"""TPR at FPR 1e-4 / 1e-3 on the real labelled frames (M51, WFPC2) for every kept epoch of training runs.
+"""TPR at FPR 1e-4 / 1e-3 on real frames (M51, WFPC2, held-out hits on 5 real frames) for every kept epoch.
 
     python scripts/real_frames_per_epoch.py out/runs/default_aug out/runs/fast_aug > table.md
 
 Prints a Markdown table: LA-Cosmic and the shipped models first, then each epoch of each run (its
 ``epochs/eN.pt`` from ``crdetect train --keep-epochs``, else ``best.pt``) with its validation loss, and
 ``averaged.pt`` when present. Scored by `crdetect evaluate`'s code (network logits; M51's real CRs are
-ignored, its injected ones are the label).
+ignored, its injected ones are the label). "Injected" pools the five frames of
+:func:`crdetect.data.real.injected_frames` (real backgrounds, the CR library's held-out test pool).
 """
 
 import argparse
@@ -14,7 +15,7 @@ import re
 from pathlib import Path
 
 from crdetect.baselines import LACosmicDetector, NetworkDetector
-from crdetect.data.real import m51_frame, wfpc2_frame
+from crdetect.data.real import injected_frames, m51_frame, wfpc2_frame
 from crdetect.evaluation.benchmark import real_frame_samples, score_detectors
 from crdetect.inference import load_detector
 
@@ -22,11 +23,11 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 FPRS = (1e-4, 1e-3)
 
 
-def tprs(detector, samples) -> list[str]:
-    """TPR at :data:`FPRS` on each sample, formatted."""
+def tprs(detector, groups) -> list[str]:
+    """TPR at :data:`FPRS` on each group of samples (pooled within a group), formatted."""
     out = []
-    for sample in samples:
-        accumulator = score_detectors([detector], [sample], progress=False)[detector.name].accumulator
+    for samples in groups:
+        accumulator = score_detectors([detector], samples, progress=False)[detector.name].accumulator
         out += [f"{accumulator.tpr_at_fpr(fpr):.3f}" for fpr in FPRS]
     return out
 
@@ -44,9 +45,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of `crdetect train`")
     parser.add_argument("--real", type=Path, default=REAL, help="the real-data folder (shared/data/real)")
     args = parser.parse_args()
-    samples = list(real_frame_samples([m51_frame(args.real), wfpc2_frame(args.real)]))
-    print("| checkpoint | val loss (own val set) | M51 @1e-4 | M51 @1e-3 | WFPC2 @1e-4 | WFPC2 @1e-3 |")
-    print("|---|---|---|---|---|---|")
+    samples = [[s] for s in real_frame_samples([m51_frame(args.real), wfpc2_frame(args.real)])]
+    samples.append(list(real_frame_samples(injected_frames(args.real))))
+    print("| checkpoint | val loss (own val set) | M51 @1e-4 | M51 @1e-3 | WFPC2 @1e-4 | WFPC2 @1e-3 "
+          "| injected @1e-4 | injected @1e-3 |")
+    print("|---|---|---|---|---|---|---|---|")
     print("| LA-Cosmic (astroscrappy, sigclip sweep) | - | " + " | ".join(tprs(LACosmicDetector(), samples)) + " |")
     for name in ("default", "fast"):
         detector = NetworkDetector(load_detector(name), name=name)

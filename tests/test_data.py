@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from crdetect import Preprocessing
-from crdetect.data.datasets import PatchDataset, add_hits, add_pedestal
+from crdetect.data.datasets import PatchDataset, add_hits, add_line, add_pedestal
 from crdetect.data.inject import cr_track, inject_crs, load_cr_library
 from crdetect.data.simulate import (PRESETS, DetectorModel, SimulationConfig, bleed_saturation, build_benchmark,
                                     plan, simulate_frame)
@@ -247,3 +247,30 @@ def test_preprocessing_without_local_background_key_reads_old_checkpoints():
     assert Preprocessing.from_dict({**old, "local_background": 21}).local_background == 21
     with pytest.raises(ValueError, match="local_background"):
         Preprocessing(local_background=1)
+
+
+def test_lines_cross_the_whole_patch_and_are_not_labelled(tmp_path):
+    rng = np.random.default_rng(3)
+    image = np.full((96, 128), 100.0, np.float32)
+    for _ in range(20):
+        line = add_line(image, rng, sigma=4.0, gain=2.0, peak_sigma=(50.0, 100.0)) - image
+        bright = line > 100  # > 25 sigma: the line's core
+        rows, cols = np.nonzero(bright)
+        # a line has no ends inside the patch: its core reaches two opposite or adjacent edges
+        touches = [rows.min() == 0, rows.max() == 95, cols.min() == 0, cols.max() == 127]
+        assert sum(touches) >= 2
+    assert np.all(image == 100.0)  # input untouched
+
+
+def test_injected_real_frames_use_held_out_hits_on_real_backgrounds(shared_data):
+    from crdetect.data.real import INJECTION_BACKGROUNDS, injected_frames
+
+    frames = injected_frames(shared_data / "real", seed=0)
+    assert [f.name for f in frames] == [f"injected_{b[0]}" for b in INJECTION_BACKGROUNDS]
+    for frame in frames:
+        assert frame.truth.sum() > 50 and not (frame.truth & frame.ignore).any()
+        assert frame.image.shape == frame.truth.shape and np.isfinite(frame.image).all()
+    # deterministic per seed, different across seeds
+    again = injected_frames(shared_data / "real", seed=0)
+    assert all(np.array_equal(a.truth, b.truth) for a, b in zip(frames, again))
+    assert not np.array_equal(frames[0].truth, injected_frames(shared_data / "real", seed=1)[0].truth)

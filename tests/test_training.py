@@ -82,9 +82,10 @@ def test_cli_train_and_evaluate_against_lacosmic(ci_data, tmp_path, capsys):
     assert main(["train", "--model", "tunet_4", "--model-kwargs", '{"num_layers": 1}', "--data", str(ci_data),
                  "--epochs", "1", "--batch-size", "4", "--crop", "64", "--device", "cpu", "--out", str(run),
                  "--pedestal-prob", "0.5", "--extra-hits", "2", "--hit-zoom", "2", "--local-background", "15",
-                 "--hit-charge", "0.5", "1000", "-q"]) == 0
+                 "--hit-charge", "0.5", "1000", "--line-prob", "0.3", "-q"]) == 0
     saved = TrainConfig.from_yaml(run / "config.yaml")
     assert (saved.pedestal_prob, saved.extra_hits, saved.hit_zoom, saved.hit_charge) == (0.5, 2.0, 2.0, [0.5, 1000.0])
+    assert saved.line_prob == 0.3
     assert load_detector(run / "best.pt").preprocessing.local_background == 15  # travels with the model
     out = tmp_path / "eval"
     assert main(["evaluate", "--runs", str(run), "--baselines", "lacosmic", "--data", str(ci_data),

@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "device": args.device, "seed": args.seed, "max_train_patches": args.max_train_patches,
                  "max_val_patches": args.max_val_patches, "num_workers": args.num_workers, "init_from": args.init_from,
                  "pedestal_prob": args.pedestal_prob, "extra_hits": args.extra_hits, "hit_zoom": args.hit_zoom,
-                 "hit_charge": args.hit_charge,
+                 "hit_charge": args.hit_charge, "line_prob": args.line_prob,
                  "keep_epochs": args.keep_epochs or None}
     if args.model_kwargs:
         import json
@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="magnify those hits by up to this factor (wider, longer footprints)")
     train.add_argument("--hit-charge", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                        help="range of the factor on the extra hits' charge (default 0.5 50)")
+    train.add_argument("--line-prob", type=float, default=None,
+                       help="probability of an unlabelled straight line across a training patch (sky lines, "
+                            "bad columns, satellite trails)")
     train.add_argument("--local-background", type=int, default=None, metavar="PX",
                        help="subtract a local background (sliding median over PX px) instead of the global sky "
                             "from the network's input; stored in the checkpoint")

@@ -46,10 +46,31 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     return image + (rng.poisson(electrons) / gain).astype(np.float32)
 
 
+def add_line(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: float,
+             peak_sigma: tuple[float, float] = (5.0, 1000.0)) -> np.ndarray:
+    """``image`` plus a straight line crossing the whole patch, with its Poisson noise (a new array).
+
+    Sky lines of long-slit spectra, bad columns and satellite trails are sharp and straight like a
+    grazing cosmic ray, but they have no ends. Networks trained with bright straight tracks flag them
+    (the sky lines of the GMOS spectrum), so training patches get such lines, unlabelled. Half of them
+    run along rows or columns (sky lines, bad columns), half at any angle (trails); the Gaussian
+    cross-section has sigma 0.7-2.5 px and the peak is log-uniform in ``peak_sigma`` times ``sigma``.
+    """
+    height, width = image.shape
+    angle = rng.integers(2) * np.pi / 2 if rng.random() < 0.5 else rng.uniform(0, np.pi)
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    offset = rng.uniform(-0.5, 0.5) * min(height, width)
+    distance = (x - width / 2) * np.sin(angle) - (y - height / 2) * np.cos(angle) - offset
+    profile = np.exp(-0.5 * (distance / rng.uniform(0.7, 2.5)) ** 2)
+    peak = np.exp(rng.uniform(np.log(peak_sigma[0]), np.log(peak_sigma[1]))) * sigma
+    return image + (rng.poisson(np.clip(profile * peak * gain, 0, None)) / gain).astype(np.float32)
+
+
 def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.random.Generator, sky: float,
              sigma: float, gain: float, mean_hits: float, zoom_max: float = 1.0, track_fraction: float = 0.3,
-             label_nsigma: float = 2.0, charge_scale: tuple[float, float] = (0.5, 50.0)) -> tuple[np.ndarray, np.ndarray]:
-    """Add Poisson(``mean_hits``) footprints of the library's train pool to a patch (new arrays).
+             label_nsigma: float = 2.0, charge_scale: tuple[float, float] = (0.5, 50.0),
+             pool: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Add Poisson(``mean_hits``) footprints of the library's ``pool`` to a patch (new arrays).
 
     A fraction ``track_fraction`` of them are straight tracks instead (grazing muons: 3-40 px long,
     blurred by charge diffusion of 0.3-1 px). Each footprint is rotated, flipped, magnified by a
@@ -64,7 +85,7 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
 
     from .inject import add_at_random_position, cr_track, load_cr_library, random_footprint
 
-    footprints = load_cr_library().pool("train").footprints
+    footprints = load_cr_library().pool(pool).footprints
     charge = np.zeros(image.shape, np.float32)
     for _ in range(rng.poisson(mean_hits)):
         if rng.random() < track_fraction:
@@ -116,6 +137,9 @@ class PatchDataset(Dataset):
         footprints than the ITL library's (other pixel sizes and sensor thicknesses).
     hit_charge : (float, float)
         Range of the factor (drawn log-uniformly) on the extra hits' charge.
+    line_prob : float
+        Probability (per patch, like ``pedestal_prob``) of an unlabelled straight line across the
+        patch (:func:`add_line`: sky lines, bad columns, satellite trails).
     seed : int
         Augmentations are a function of (seed, epoch, index): runs are reproducible.
     indices : sequence of int, optional
@@ -125,7 +149,8 @@ class PatchDataset(Dataset):
     def __init__(self, path: str | Path, preprocessing: Preprocessing, augment: bool = False, crop: int | None = None,
                  sky_boost: float = 1.0, seed: int = 0, indices=None, pedestal_prob: float = 0.0,
                  pedestal_peak: tuple[float, float] = (10.0, 3000.0), extra_hits: float = 0.0,
-                 hit_zoom: float = 1.0, hit_charge: tuple[float, float] = (0.5, 50.0)) -> None:
+                 hit_zoom: float = 1.0, hit_charge: tuple[float, float] = (0.5, 50.0),
+                 line_prob: float = 0.0) -> None:
         import h5py
 
         self.path = Path(path)
@@ -135,6 +160,7 @@ class PatchDataset(Dataset):
         self.augment, self.crop, self.sky_boost, self.seed = augment, crop, sky_boost, seed
         self.pedestal_prob, self.pedestal_peak = pedestal_prob, tuple(pedestal_peak)
         self.extra_hits, self.hit_zoom, self.hit_charge = extra_hits, hit_zoom, tuple(hit_charge)
+        self.line_prob = line_prob
         self.epoch = 0
         with h5py.File(self.path, "r") as f:
             n = f["image"].shape[0]
@@ -183,6 +209,11 @@ class PatchDataset(Dataset):
         # epoch is chosen on the data the network is trained for
         if self.pedestal_prob > 0 and rng.random() < self.pedestal_prob:
             image = add_pedestal(image, rng, sigma, float(self.gain[index]), self.pedestal_peak)
+        if self.line_prob > 0:
+            # its own stream, so that turning lines on leaves the other augmentations as they were
+            line_rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+            if line_rng.random() < self.line_prob:
+                image = add_line(image, line_rng, sigma, float(self.gain[index]))
         if self.extra_hits > 0:
             # a separate stream, so that turning extra hits on leaves the other augmentations as they were
             hit_rng = np.random.default_rng([self.seed, self.epoch, index, 1])

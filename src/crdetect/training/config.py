@@ -32,6 +32,7 @@ class TrainConfig:
     extra_hits: float = 0.0  # mean number of library hits added to each patch on the fly
     hit_zoom: float = 1.0  # those hits are magnified by up to this factor (wider, longer footprints)
     hit_charge: list = field(default_factory=lambda: [0.5, 50.0])  # range of the factor on their charge
+    line_prob: float = 0.0  # unlabelled straight lines across patches (sky lines, bad columns, trails)
     max_train_patches: int | None = None
     max_val_patches: int | None = None
     num_workers: int = 0

@@ -67,7 +67,7 @@ def make_datasets(config: TrainConfig, preprocessing: Preprocessing) -> tuple[Pa
     data = Path(config.data)
     augmentation = {"pedestal_prob": config.pedestal_prob, "pedestal_peak": config.pedestal_peak,
                     "extra_hits": config.extra_hits, "hit_zoom": config.hit_zoom, "hit_charge": config.hit_charge,
-                    "seed": config.seed}
+                    "line_prob": config.line_prob, "seed": config.seed}
     train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
                              sky_boost=config.sky_boost, **augmentation)
     val_set = PatchDataset(data / "val.h5", preprocessing, augment=False, **augmentation)
