@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How the shipped models were trained (CPU, 2 cores, this session). Each stage warm-starts from the
+# How the shipped models were trained (CPU, 2 cores). Each stage warm-starts from the
 # previous stage's best checkpoint (lowest validation loss).
 set -euo pipefail
 # data: DECam-like frames with a wider seeing range (0.4-1.6"), then a mix with large bright galaxies
@@ -23,3 +23,9 @@ OMP_NUM_THREADS=1 crdetect train --model deepcr_unet --model-kwargs '{"base_chan
   --max-val-patches 160 --seed 1 --out out/runs/fast_mix                         # stopped after 11 epochs
 python scripts/ship_model.py out/runs/default_mix default --card-notes results/card_notes_default.md
 python scripts/ship_model.py out/runs/fast_mix fast --card-notes results/card_notes_fast.md
+# 2026-11-24, issue #5: both models fine-tuned further with a local-background input, bright extra hits and
+# unlabelled straight lines (stages A-D in results/local_background/train.sh; shipped: stage D's best
+# epoch by validation loss)
+bash results/local_background/train.sh
+python scripts/ship_model.py out/runs/default_localbg_lines default --card-notes results/card_notes_default.md
+python scripts/ship_model.py out/runs/fast_localbg_lines fast --card-notes results/card_notes_fast.md

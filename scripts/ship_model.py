@@ -31,15 +31,18 @@ def main() -> None:
     save_checkpoint(WEIGHTS / f"{args.name}.pt", model, info.preprocessing, info.threshold, info.training_config,
                     info.metrics, extra={"shipped_name": args.name, "epochs_trained": len(rows)})
     cfg = info.training_config
+    window = info.preprocessing.local_background
+    background = f"local background (approximate {window} px sliding median)" if window else "sky level"
     card = [f"# crdetect model card: `{args.name}`", "",
             f"- architecture: `{info.model_name}` with {cfg.get('model_kwargs')} ({count_parameters(model):,} parameters)",
             f"- detection threshold (maximises validation Dice): {info.threshold:.4f}",
-            f"- input preprocessing: {info.preprocessing.to_dict()} (unit-free: sky-subtracted, divided by the "
-            "pixel noise, asinh-stretched; ADU or electrons, any gain)",
+            f"- input preprocessing: {info.preprocessing.to_dict()} (unit-free: {background} subtracted, divided "
+            "by the pixel noise, asinh-stretched; ADU or electrons, any gain)",
             f"- training: `crdetect train` with {{model: {cfg.get('model')}, loss: {cfg.get('loss')}, lr: {cfg.get('lr')}, "
             f"optimizer: {cfg.get('optimizer')}, batch: {cfg.get('batch_size')}, crop: {cfg.get('crop')}, "
             f"init_from: {cfg.get('init_from')}, pedestal_prob: {cfg.get('pedestal_prob', 0)}, "
-            f"extra_hits: {cfg.get('extra_hits', 0)}, hit_zoom: {cfg.get('hit_zoom', 1)}}}, "
+            f"extra_hits: {cfg.get('extra_hits', 0)}, hit_zoom: {cfg.get('hit_zoom', 1)}, "
+            f"hit_charge: {cfg.get('hit_charge', [0.5, 50.0])}, line_prob: {cfg.get('line_prob', 0)}}}, "
             f"{len(rows)} epochs on `{cfg.get('data')}`",
             f"- validation at the best epoch: {info.metrics}", "", args.card_notes.read_text()]
     (WEIGHTS / f"{args.name}.md").write_text("\n".join(card) + "\n")
