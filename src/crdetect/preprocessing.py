@@ -16,6 +16,7 @@ whereas after a global sky subtraction and the asinh stretch it is a small bump 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -91,12 +92,36 @@ def frame_statistics(image: np.ndarray) -> FrameStatistics:
 _BACKGROUND_BLOCK = 3
 
 
+def _median_filter(image: np.ndarray, size: int) -> np.ndarray:
+    """``scipy.ndimage.median_filter(image, size, mode="reflect")``, run on row strips in parallel.
+
+    Each strip carries ``size // 2`` rows of its neighbours as context, so the result is identical to the
+    single call; scipy releases the GIL, so threads halve the time on 2 cores. Uses as many threads as
+    torch does (1 in batch workers, which run in parallel already).
+    """
+    import torch
+
+    strips = max(1, min(torch.get_num_threads(), image.shape[0] // (4 * size)))
+    if strips == 1:
+        return ndimage.median_filter(image, size=size, mode="reflect")
+    half, height = size // 2, image.shape[0]
+    bounds = np.linspace(0, height, strips + 1).astype(int)
+
+    def strip(i: int) -> np.ndarray:
+        start, stop = bounds[i], bounds[i + 1]
+        lo, hi = max(0, start - half), min(height, stop + half)
+        return ndimage.median_filter(image[lo:hi], size=size, mode="reflect")[start - lo:stop - lo]
+
+    with ThreadPoolExecutor(strips) as pool:
+        return np.concatenate(list(pool.map(strip, range(strips))))
+
+
 def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.ndarray:
     """Local background of a 2-D image: an approximate sliding median over ``window`` x ``window`` px.
 
     A true sliding median costs O(window^2) per pixel (about 25 s for a 15 px window on a 2048 x 4096
     CCD with scipy); here the image is reduced to medians of 3 x 3 px blocks, those are median-filtered
-    over ``window / 3`` blocks and interpolated back bilinearly (about 0.6 s). Like a sliding median it
+    over ``window / 3`` blocks and interpolated back bilinearly (about 0.7 s on 2 cores). Like a sliding median it
     ignores anything narrower than about half the window (hits, stars, which therefore stay in
     ``image - background``) and follows anything broader (galaxy cores, gradients, large halos).
 
@@ -119,7 +144,7 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
     grid = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block)
     medians = np.median(grid.transpose(0, 2, 1, 3).reshape(*grid.shape[::2], block * block), axis=2)
     size = max(1, int(round(window / block))) | 1  # odd, so the filter is centred
-    smooth = ndimage.median_filter(medians, size=size, mode="reflect")
+    smooth = _median_filter(medians, size)
     background = ndimage.zoom(smooth, block, order=1, grid_mode=True, mode="nearest")
     return background[:height, :width].astype(np.float32, copy=False)
 
