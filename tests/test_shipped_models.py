@@ -85,11 +85,20 @@ def test_both_known_gmos_hits_are_found(shipped, shared_data):
 
 
 def test_default_beats_lacosmic_at_fpr_1e4_on_wfpc2(shared_data, lacosmic_tprs):
-    """Measured: default 0.66 vs LA-Cosmic 0.31 TPR at FPR 1e-4 on the WFPC2 frame (whose label was made by
-    LA-Cosmic itself). At FPR 1e-3 and on M51 LA-Cosmic is still better: see the model card."""
+    """Measured: default 0.72 vs LA-Cosmic 0.31 TPR at FPR 1e-4 on the WFPC2 frame (whose label was made by
+    LA-Cosmic itself). At FPR 1e-3 LA-Cosmic is better there (0.88 vs 0.85): see the model card."""
     detector = NetworkDetector(load_detector("default", device="cpu"))
     ours = _tpr(detector, wfpc2_frame(shared_data / "real"))
-    assert ours[0] > lacosmic_tprs["hst_wfpc2"][0] + 0.2
+    assert ours[0] > lacosmic_tprs["hst_wfpc2"][0] + 0.3
+
+
+def test_default_matches_lacosmic_at_fpr_1e3_on_m51(shared_data, lacosmic_tprs):
+    """Measured: default 0.969 vs LA-Cosmic 0.967 at FPR 1e-3 on M51 (at 1e-4: 0.92 vs 0.967). The
+    previous default reached 0.70; this guards the galaxy-core and bright-hit fix (results/local_background)."""
+    detector = NetworkDetector(load_detector("default", device="cpu"))
+    ours = _tpr(detector, m51_frame(shared_data / "real"))
+    assert ours[1] >= lacosmic_tprs["kpno_m51"][1]
+    assert ours[0] > 0.85
 
 
 def test_readme_main_job_uses_the_default_model(tmp_path, capsys):
