@@ -19,6 +19,16 @@ def random_subset(indices: np.ndarray, limit: int | None, seed: int = 0) -> np.n
     return np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
 
 
+def log_uniform(rng: np.random.Generator, low: float, high: float, size=None):
+    """Draw(s) log-uniform in [``low``, ``high``] (scales, brightnesses spanning decades)."""
+    return np.exp(rng.uniform(np.log(low), np.log(high), size))
+
+
+def add_light(image: np.ndarray, rng: np.random.Generator, adu: np.ndarray, gain: float) -> np.ndarray:
+    """``image`` plus the light ``adu`` (ADU, same shape) with its Poisson noise, as float32 (a new array)."""
+    return image + (rng.poisson(np.clip(adu * gain, 0, None)) / gain).astype(np.float32)
+
+
 def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: float,
                  peak_sigma: tuple[float, float] = (10.0, 3000.0)) -> np.ndarray:
     """``image`` plus a bright, smooth, elliptical blob with its Poisson noise (a new array).
@@ -33,7 +43,7 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     """
     height, width = image.shape
     cy, cx = rng.uniform(-0.25, 1.25) * height, rng.uniform(-0.25, 1.25) * width
-    scale_y, scale_x = np.exp(rng.uniform(np.log(6.0), np.log(80.0), 2))
+    scale_y, scale_x = log_uniform(rng, 6.0, 80.0, 2)
     angle = rng.uniform(0, np.pi)
     y, x = np.mgrid[:height, :width].astype(np.float32)
     dy, dx = y - cy, x - cx
@@ -41,9 +51,7 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     v = (-dx * np.sin(angle) + dy * np.cos(angle)) / scale_y
     r2 = u * u + v * v
     profile = np.exp(-0.5 * r2) if rng.random() < 0.5 else np.exp(-np.sqrt(r2))
-    peak = np.exp(rng.uniform(np.log(peak_sigma[0]), np.log(peak_sigma[1]))) * sigma
-    electrons = np.clip(profile * peak * gain, 0, None)
-    return image + (rng.poisson(electrons) / gain).astype(np.float32)
+    return add_light(image, rng, profile * (log_uniform(rng, *peak_sigma) * sigma), gain)
 
 
 def add_line(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: float,
@@ -62,8 +70,7 @@ def add_line(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: fl
     offset = rng.uniform(-0.5, 0.5) * min(height, width)
     distance = (x - width / 2) * np.sin(angle) - (y - height / 2) * np.cos(angle) - offset
     profile = np.exp(-0.5 * (distance / rng.uniform(0.7, 2.5)) ** 2)
-    peak = np.exp(rng.uniform(np.log(peak_sigma[0]), np.log(peak_sigma[1]))) * sigma
-    return image + (rng.poisson(np.clip(profile * peak * gain, 0, None)) / gain).astype(np.float32)
+    return add_light(image, rng, profile * (log_uniform(rng, *peak_sigma) * sigma), gain)
 
 
 def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.random.Generator, sky: float,
@@ -96,7 +103,7 @@ def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.ra
             zoom = rng.uniform(1.0, zoom_max)
             if zoom > 1.05:
                 stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
-        add_at_random_position(charge, stamp * np.exp(rng.uniform(*np.log(charge_scale))), rng)
+        add_at_random_position(charge, stamp * log_uniform(rng, *charge_scale), rng)
     added = charge / gain
     noise = np.sqrt(sigma**2 + np.clip(image - sky, 0, None) / gain)
     labelled = (added >= label_nsigma * noise) & (ignore < 0.5)
