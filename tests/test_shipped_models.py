@@ -108,3 +108,4 @@ def test_readme_main_job_uses_the_default_model(tmp_path, capsys):
     with fits.open(tmp_path / "saao_a8280271_crmask.fits") as hdul:
         assert hdul["CRMASK"].header["CRMODEL"].startswith("default")
         assert 10 < hdul["CRMASK"].data.sum() < 5000  # real hits in a 520 x 536 raw frame, not noise
+        assert hdul["CRMASK"].data[:, 528:].sum() == 0  # overscan (outside TRIMSEC [17:528,1:520])

@@ -9,6 +9,7 @@ import torch
 
 from crdetect import create_model, load_detector
 from crdetect.cli import main
+from crdetect.inference import shipped_weights
 from crdetect.data.simulate import build_benchmark
 from crdetect.training import TrainConfig, average_checkpoints, train
 from crdetect.training.loop import parameter_groups
@@ -95,6 +96,18 @@ def test_cli_train_and_evaluate_against_lacosmic(ci_data, tmp_path, capsys):
     for name in ("results.csv", "curves.json", "report.html", "roc_pr_test.png", "loss_curves.png",
                  "dice_curves.png", "prediction_maps.png", "activations_run.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_evaluate_on_real_frames_scores_the_injected_frames_pooled(shared_data, tmp_path):
+    """`crdetect evaluate --real`: WFPC2 and M51 one by one, the injected frames pooled, one ROC each."""
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--runs", str(shipped_weights("fast")), "--baselines", "", "--real", str(shared_data / "real"),
+                 "--out", str(out), "-q"]) == 0
+    with open(out / "results.csv") as f:
+        row = next(csv.DictReader(f))
+    assert set(row) >= {f"{g}_tpr@{r}" for g in ("hst_wfpc2", "kpno_m51", "injected") for r in ("1e-4", "1e-3")}
+    assert float(row["injected_tpr@1e-3"]) > 0.9  # the shipped fast model: 0.956
+    assert all((out / f"roc_pr_{g}.png").stat().st_size > 0 for g in ("hst_wfpc2", "kpno_m51", "injected"))
 
 
 def test_activation_maps_of_a_unet_and_a_transunet():

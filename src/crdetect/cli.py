@@ -50,6 +50,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     options = DetectOptions(model=args.model, out_dir=args.out_dir, hdu=args.hdu, threshold=args.threshold,
                             device=args.device, tile=args.tile or None, overwrite=args.overwrite,
                             skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation,
+                            full_frame=args.full_frame,
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile)
     # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--tile", type=int, default=1024, help="tile size in pixels; 0 for whole frames")
     detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
+    detect.add_argument("--full-frame", action="store_true",
+                        help="run on every pixel; by default only the header's DATASEC (else TRIMSEC) of raw frames, "
+                             "so overscan is never flagged")
     detect.add_argument("--saturation", type=float, default=None,
                         help="saturation level (image units); default: header SATURATE/SATLEVEL. Saturated "
                              "stars and bleed trails are never flagged")

@@ -11,7 +11,7 @@ import functools
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ class DetectOptions:
     skip_existing: bool = False
     inpaint: bool = False
     saturation: float | None = None  # overrides the header's SATURATE
+    full_frame: bool = False  # ignore DATASEC/TRIMSEC and run on every pixel (overscan included)
     threads: int | None = None
     gain: float | None = None  # e-/ADU; with read_noise, the noise comes from the detector, not the pixels
     read_noise: float | None = None  # e-
@@ -133,9 +134,30 @@ def detector_for(options: DetectOptions):
     return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile)
 
 
+def predict_section(detector, image: np.ndarray, section, **kwargs):
+    """``detector.predict`` on ``image[section]`` only, embedded in a result of the full frame's shape.
+
+    Raw frames carry overscan columns: their edge against the data is a sharp straight step that a CR
+    model has never seen, and nothing there can be a cosmic ray. Pixels outside the section are never
+    flagged (probability 0, logit -inf).
+    """
+    if section is None:
+        return detector.predict(image, **kwargs)
+    inner = detector.predict(image[section], **kwargs)
+
+    def embed(values: np.ndarray, fill) -> np.ndarray:
+        full = np.full(image.shape, fill, values.dtype)
+        full[section] = values
+        return full
+
+    return replace(inner, probability=embed(inner.probability, 0), mask=embed(inner.mask, False),
+                   nonfinite=embed(inner.nonfinite, False), logits=embed(inner.logits, -np.inf),
+                   protected=embed(inner.protected, False))
+
+
 def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list[dict]:
     """Detect CRs in one FITS file and write its output; returns one summary row per science HDU."""
-    from .data.fits_io import output_path_for, read_science_hdus, write_detection
+    from .data.fits_io import data_section, output_path_for, read_science_hdus, write_detection
 
     path = Path(path)
     out_path = output_path_for(path, options.out_dir)
@@ -152,9 +174,11 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         for science in read_science_hdus(path, options.hdu):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                statistics = frame_noise(science.data, science.header, options, f"{path}[{science.label}]")
-                result = detector.predict(science.data, tile=options.tile, statistics=statistics,
-                                          saturation=options.saturation or header_saturation(science.header))
+                section = None if options.full_frame else data_section(science.header, science.data.shape)
+                pixels = science.data if section is None else science.data[section]
+                statistics = frame_noise(pixels, science.header, options, f"{path}[{science.label}]")
+                result = predict_section(detector, science.data, section, tile=options.tile, statistics=statistics,
+                                         saturation=options.saturation or header_saturation(science.header))
             cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
             results.append((science, result, cleaned))
             rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),

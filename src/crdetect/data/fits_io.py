@@ -151,6 +151,31 @@ def header_number(header, keywords) -> float | None:
     return None
 
 
+#: Header keywords naming the part of a raw frame that holds pixels (the rest is overscan or prescan).
+DATA_SECTION_KEYWORDS = ("DATASEC", "TRIMSEC")
+
+
+def data_section(header, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """The frame's data section from DATASEC (else TRIMSEC), as numpy slices, or None.
+
+    FITS sections are 1-based, inclusive and x first (``[17:528,1:520]``). A section that is missing,
+    malformed, flipped or does not fit inside ``shape`` (a stale keyword kept after trimming) is ignored.
+    """
+    import re
+
+    for key in DATA_SECTION_KEYWORDS:
+        value = header.get(key)
+        match = re.fullmatch(r"\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*", str(value or ""))
+        if not match:
+            continue
+        x1, x2, y1, y2 = map(int, match.groups())
+        if 1 <= x1 <= x2 <= shape[1] and 1 <= y1 <= y2 <= shape[0]:
+            if (x1, x2, y1, y2) == (1, shape[1], 1, shape[0]):
+                return None  # the whole frame
+            return slice(y1 - 1, y2), slice(x1 - 1, x2)
+    return None
+
+
 def output_path_for(path: str | os.PathLike, out_dir: str | os.PathLike, suffix: str = "_crmask") -> Path:
     """Name of the output written for ``path`` in ``out_dir``: ``<stem>_crmask.fits``."""
     name = Path(path).name

@@ -21,7 +21,7 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
              real_root: str | Path | None = None, max_val_patches: int | None = None,
              max_test_patches: int | None = None, device: str = "auto", progress: bool = True) -> list[dict]:
     """Evaluate every run directory (or checkpoint) and baseline; returns the table rows."""
-    from ..data.real import labelled_real_frames
+    from ..data.real import injected_frames, labelled_real_frames
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,10 +38,13 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
         plot_roc_pr(curves["test"], out / "roc_pr_test.png", "(simulated test set)")
     real = {}
     if real_root is not None:
-        for frame in labelled_real_frames(real_root):
-            real[frame.name] = score_detectors(detectors, real_frame_samples([frame]), progress, frame.name)
-            curves[frame.name] = {name: s.accumulator.curves() for name, s in real[frame.name].items()}
-            plot_roc_pr(curves[frame.name], out / f"roc_pr_{frame.name}.png", f"({frame.name})")
+        # each labelled frame on its own; the injected frames (held-out hits on real backgrounds) pooled
+        groups = {frame.name: [frame] for frame in labelled_real_frames(real_root)}
+        groups["injected"] = injected_frames(real_root)
+        for group, frames in groups.items():
+            real[group] = score_detectors(detectors, real_frame_samples(frames), progress, group)
+            curves[group] = {name: s.accumulator.curves() for name, s in real[group].items()}
+            plot_roc_pr(curves[group], out / f"roc_pr_{group}.png", f"({group})")
     if not test:  # real frames only: the table is built on the first real frame's scores
         test = next(iter(real.values()), {})
     rows = results_rows(infos, val, test, real)
