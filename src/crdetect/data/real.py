@@ -33,10 +33,16 @@ class LabelledFrame:
     description: str
 
 
-def _read(path: Path, hdu=0) -> np.ndarray:
+def _read(path: Path, hdu=0, trim: bool = False) -> np.ndarray:
+    """float32 pixels of one HDU; with ``trim``, only its data section (DATASEC/TRIMSEC, overscan dropped)."""
+    from .fits_io import data_section
+
     with warnings.catch_warnings():  # old headers (ESO-LOG cards) are not errors here
         warnings.simplefilter("ignore", AstropyUserWarning)
-        return np.asarray(fits.getdata(path, hdu), dtype=np.float32)
+        with fits.open(path) as hdul:
+            image = np.asarray(hdul[hdu].data, dtype=np.float32)
+            section = data_section(hdul[hdu].header, image.shape) if trim else None
+    return image if section is None else image[section]
 
 
 def wfpc2_frame(root: Path) -> LabelledFrame:
@@ -80,14 +86,14 @@ def gmos_boxes(root: Path) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
     return image, [(slice(41, 72), slice(142, 161)), (slice(117, 147), slice(35, 43))]
 
 
-#: Unlabelled real frames used as backgrounds for held-out library hits: (name, file, hdu, gain, saturation,
-#: pixel region). ``gain`` None means "estimate as sky / sigma^2"; regions drop overscan.
+#: Unlabelled real frames used as backgrounds for held-out library hits: (name, file, hdu, gain, saturation).
+#: ``gain`` None means "estimate as sky / sigma^2"; overscan is dropped by the header's data section.
 INJECTION_BACKGROUNDS = (
-    ("hsc", "b1_hsc_lsst/hsc_crs.fits", 0, 1.0, 1e9, np.s_[:, :]),  # electrons (variance = image)
-    ("saao", "b3_saao_ccdproc/a8280271.fits", 0, 1.9, 65535.0, np.s_[:, 16:528]),  # raw; TRIMSEC
-    ("eso_emmi", "b6_eso_emmi_sep/image.fits", 0, None, 1e9, np.s_[:, :]),  # sum of 3 frames
-    ("ctio_tnx", "b7_ctio_mosaic2_galsim/tnx.fits", 0, 2.4, 42000.0, np.s_[:, :]),  # raw-like z band
-    ("ctio_tpv", "b7_ctio_mosaic2_galsim/tpv.fits", 0, None, 44000.0, np.s_[:, :]),  # processed I band
+    ("hsc", "b1_hsc_lsst/hsc_crs.fits", 0, 1.0, 1e9),  # electrons (variance = image)
+    ("saao", "b3_saao_ccdproc/a8280271.fits", 0, 1.9, 65535.0),  # raw, with overscan
+    ("eso_emmi", "b6_eso_emmi_sep/image.fits", 0, None, 1e9),  # sum of 3 frames
+    ("ctio_tnx", "b7_ctio_mosaic2_galsim/tnx.fits", 0, 2.4, 42000.0),  # raw-like z band
+    ("ctio_tpv", "b7_ctio_mosaic2_galsim/tpv.fits", 0, None, 44000.0),  # processed I band
 )
 
 
@@ -121,8 +127,8 @@ def injected_frames(root: str | Path, seed: int = 0, hits_per_mpix: float = 1000
     from .datasets import add_hits
 
     frames = []
-    for index, (name, file, hdu, gain, saturation, region) in enumerate(INJECTION_BACKGROUNDS):
-        original = _read(Path(root) / file, hdu)[region]
+    for index, (name, file, hdu, gain, saturation) in enumerate(INJECTION_BACKGROUNDS):
+        original = _read(Path(root) / file, hdu, trim=True)
         stats = frame_statistics(original)
         gain = gain or max(stats.sky / stats.sigma**2, 0.1)
         ignore = sharp_outliers(original, stats.sigma) | (original >= saturation)
