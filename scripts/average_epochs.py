@@ -10,12 +10,11 @@ into ``RUN_DIR/averaged.pt``; if its validation loss is below ``best.pt``'s, the
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 from pathlib import Path
 
 from crdetect import load_checkpoint
-from crdetect.training import average_checkpoints
+from crdetect.training import average_checkpoints, kept_epochs
 
 
 def main() -> None:
@@ -23,8 +22,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--last", type=int, default=5)
     args = parser.parse_args()
-    epochs = sorted((args.run / "epochs").glob("e*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
-    chosen = epochs[-args.last:]
+    chosen = [path for _, path in kept_epochs(args.run)[-args.last:]]
     metrics = average_checkpoints(chosen, args.run / "averaged.pt")
     best = load_checkpoint(args.run / "best.pt")[1].metrics
     print(f"averaged {[p.name for p in chosen]}: val_loss {metrics['val_loss']:.5f} (best epoch "

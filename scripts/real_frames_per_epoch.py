@@ -11,13 +11,13 @@ ignored, its injected ones are the label). "Injected" pools the five frames of
 
 import argparse
 import csv
-import re
 from pathlib import Path
 
 from crdetect.baselines import LACosmicDetector, NetworkDetector
 from crdetect.data.real import injected_frames, m51_frame, wfpc2_frame
 from crdetect.evaluation.benchmark import real_frame_samples, score_detectors
 from crdetect.inference import load_detector
+from crdetect.training import kept_epochs
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 FPRS = (1e-4, 1e-3)
@@ -34,10 +34,7 @@ def tprs(detector, groups) -> list[str]:
 
 def epoch_checkpoints(folder: Path) -> list[tuple[str, Path]]:
     """(label, path) of the run's kept epochs in order, or its best checkpoint."""
-    epochs = sorted((folder / "epochs").glob("e*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
-    if not epochs:
-        return [("best", folder / "best.pt")]
-    return [(re.findall(r"\d+", p.stem)[0], p) for p in epochs]
+    return [(str(epoch), path) for epoch, path in kept_epochs(folder)] or [("best", folder / "best.pt")]
 
 
 def main() -> None:

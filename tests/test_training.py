@@ -11,7 +11,7 @@ from crdetect import create_model, load_detector
 from crdetect.cli import main
 from crdetect.inference import shipped_weights
 from crdetect.data.simulate import build_benchmark
-from crdetect.training import TrainConfig, average_checkpoints, train
+from crdetect.training import TrainConfig, average_checkpoints, kept_epochs, train
 from crdetect.training.loop import parameter_groups
 
 
@@ -44,6 +44,7 @@ def test_epoch_checkpoints_and_their_weight_average(ci_data, tmp_path):
                          batch_size=4, crop=64, device="cpu", keep_epochs=True, extra_hits=2.0, pedestal_prob=0.5)
     train(config, tmp_path, progress=False)
     epochs = [tmp_path / "epochs" / f"e{i}.pt" for i in (1, 2)]
+    assert kept_epochs(tmp_path) == list(zip((1, 2), epochs))
     metrics = average_checkpoints(epochs, tmp_path / "swa.pt", bn_batches=2)
     assert metrics["val_loss"] > 0 and 0 <= metrics["val_dice"] <= 1
     averaged, info = load_checkpoint(tmp_path / "swa.pt")

@@ -23,6 +23,12 @@ from .loop import evaluate_loss_and_dice, make_datasets
 logger = logging.getLogger(__name__)
 
 
+def kept_epochs(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of the ``epochs/eN.pt`` checkpoints a run kept (``keep_epochs``), in epoch order."""
+    paths = Path(run_dir).glob("epochs/e*.pt")
+    return sorted((int(p.stem[1:]), p) for p in paths if p.stem[1:].isdigit())
+
+
 def average_checkpoints(paths: list[str | Path], out_path: str | Path, bn_batches: int = 100) -> dict:
     """Average the weights of ``paths`` (same architecture), recompute BatchNorm, validate, save.
 
