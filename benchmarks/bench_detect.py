@@ -5,6 +5,11 @@ CR footprints). For each: wall seconds (best of ``--repeat``), Mpix/s, the peak 
 above the baseline while it ran (sampled every 5 ms), and the ratio of crdetect's time to each peer's.
 
     python benchmarks/bench_detect.py [--threads 2] [--repeat 2] [--out results/bench_detect.txt]
+    python benchmarks/bench_detect.py --precision float32 bfloat16       # also time bfloat16 autocast
+    python benchmarks/bench_detect.py --device cuda --precision float32 float16 --tile 1024 4096 0
+
+With ``--device cuda`` crdetect's models run on the GPU (tiles of each ``--tile``, 0 = whole frame) and
+their peak GPU memory is reported too; the peers stay on the CPU, as they are usually run.
 
 Peers that are not installed (pip install 'crdetect[peers]') are skipped with a note.
 """
@@ -63,7 +68,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--default", default="default", help="crdetect default model (name or checkpoint)")
     parser.add_argument("--fast", default="fast", help="crdetect fast model (name or checkpoint)")
-    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--tile", type=int, nargs="+", default=[1024], help="tile sizes to time (0: whole frame)")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"],
+                        help="network arithmetic(s) to time for crdetect's models")
+    parser.add_argument("--device", default="cpu", help="device of crdetect's models (cpu, cuda)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile'd crdetect models (compilation is timed apart)")
     parser.add_argument("--out", default=None, help="also write the report to this file")
@@ -84,21 +92,31 @@ def main() -> int:
 
     notes = []
 
-    def ours(spec, compile=False):
-        detector = crdetect.load_detector(spec, device="cpu", compile=compile)
-        if compile:  # the first call compiles (once per process and tile shape): timed apart
-            started = time.perf_counter()
-            detector.predict(image, tile=args.tile)
-            notes.append(f"torch.compile of {spec}: first call {time.perf_counter() - started:.1f} s")
-        return lambda: detector.predict(image, tile=args.tile)
+    gpu = args.device.startswith("cuda")
 
-    candidates = [("crdetect default", lambda: ours(args.default)), ("crdetect fast", lambda: ours(args.fast)),
-                  ("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
-                  ("deepCR decam", lambda: (lambda d=DeepCRDetector(): lambda: d.score(image, context))()),
-                  ("Cosmic-CoNN ground_imaging", lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(image, context))())]
-    if args.compile:
-        candidates[2:2] = [("crdetect default compiled", lambda: ours(args.default, compile=True)),
-                           ("crdetect fast compiled", lambda: ours(args.fast, compile=True))]
+    def ours(spec, tile, precision, compile=False):
+        detector = crdetect.load_detector(spec, device=args.device, compile=compile, precision=precision)
+        if compile or gpu:  # the first call compiles / warms up CUDA kernels: timed apart
+            started = time.perf_counter()
+            detector.predict(image, tile=tile)
+            notes.append(f"{spec}{' compiled' if compile else ''} {precision} tile {tile}: first call {time.perf_counter() - started:.1f} s")
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        return lambda: detector.predict(image, tile=tile)  # returns numpy: the GPU is synchronised
+
+    candidates = []
+    for compile in (False, True) if args.compile else (False,):
+        for precision in args.precision:
+            for tile in args.tile:
+                for role, spec in (("default", args.default), ("fast", args.fast)):
+                    label = " ".join(["crdetect", role] + (["compiled"] if compile else [])
+                                     + ([precision] if precision != "float32" else [])
+                                     + ([f"tile {tile or 'whole'}"] if len(args.tile) > 1 else []))
+                    candidates.append((label, lambda s=spec, t=tile or None, p=precision, c=compile: ours(s, t, p, c)))
+    candidates += [("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
+                   ("deepCR decam", lambda: (lambda d=DeepCRDetector(): lambda: d.score(image, context))()),
+                   ("Cosmic-CoNN ground_imaging",
+                    lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(image, context))())]
     for name, build in candidates:
         try:
             fn = build()
@@ -111,13 +129,17 @@ def main() -> int:
                 started = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - started)
-        runs[name] = (min(times), memory.above_base)
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if gpu and name.startswith("crdetect") else None
+        runs[name] = (min(times), memory.above_base, gpu_peak)
 
+    device = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} threads"
     lines = [f"frame: simulated DECam CCD {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix), r band; "
-             f"torch {torch.__version__}, {args.threads} threads, tile {args.tile}, best of {args.repeat}",
-             f"{'detector':<28} {'seconds':>8} {'Mpix/s':>8} {'peak MB':>8}"]
-    for name, (seconds, peak) in runs.items():
-        lines.append(f"{name:<28} {seconds:8.2f} {mpix / seconds:8.2f} {peak:8.0f}")
+             f"torch {torch.__version__}, crdetect on {device}, tile {' '.join(map(str, args.tile))}, "
+             f"best of {args.repeat}",
+             f"{'detector':<40} {'seconds':>8} {'Mpix/s':>8} {'peak MB':>8}" + (f" {'GPU MB':>8}" if gpu else "")]
+    for name, (seconds, peak, gpu_peak) in runs.items():
+        lines.append(f"{name:<40} {seconds:8.2f} {mpix / seconds:8.2f} {peak:8.0f}"
+                     + (f" {gpu_peak:8.0f}" if gpu_peak is not None else ""))
     lines.append("ratios (time ours / time theirs; < 1 means crdetect is faster):")
     for ours_name in [n for n in runs if n.startswith("crdetect")]:
         for theirs in [n for n in runs if not n.startswith("crdetect")]:

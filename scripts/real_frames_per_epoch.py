@@ -14,8 +14,7 @@ import csv
 from pathlib import Path
 
 from crdetect.baselines import LACosmicDetector, NetworkDetector
-from crdetect.data.real import injected_frames, m51_frame, wfpc2_frame
-from crdetect.evaluation.benchmark import real_frame_samples, score_detectors
+from crdetect.evaluation.benchmark import real_frame_groups, tpr_at_fprs
 from crdetect.inference import load_detector
 from crdetect.training import kept_epochs
 
@@ -25,11 +24,7 @@ FPRS = (1e-4, 1e-3)
 
 def tprs(detector, groups) -> list[str]:
     """TPR at :data:`FPRS` on each group of samples (pooled within a group), formatted."""
-    out = []
-    for samples in groups:
-        accumulator = score_detectors([detector], samples, progress=False)[detector.name].accumulator
-        out += [f"{accumulator.tpr_at_fpr(fpr):.3f}" for fpr in FPRS]
-    return out
+    return [f"{tpr:.3f}" for samples in groups for tpr in tpr_at_fprs(detector, samples, FPRS)]
 
 
 def epoch_checkpoints(folder: Path) -> list[tuple[str, Path]]:
@@ -42,8 +37,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of `crdetect train`")
     parser.add_argument("--real", type=Path, default=REAL, help="the real-data folder (shared/data/real)")
     args = parser.parse_args()
-    samples = [[s] for s in real_frame_samples([m51_frame(args.real), wfpc2_frame(args.real)])]
-    samples.append(list(real_frame_samples(injected_frames(args.real))))
+    samples = list(real_frame_groups(args.real).values())  # M51, WFPC2, injected
     print("| checkpoint | val loss (own val set) | M51 @1e-4 | M51 @1e-3 | WFPC2 @1e-4 | WFPC2 @1e-3 "
           "| injected @1e-4 | injected @1e-3 |")
     print("|---|---|---|---|---|---|---|---|")

@@ -41,10 +41,21 @@ def test_detect_gmos_writes_mask_and_probability_and_leaves_the_input_alone(shar
         assert prob.dtype == np.float32 and prob.shape == (150, 200)
         assert hdul["CRMASK"].header["CRSCINAM"] == "SCI" and hdul["CRMASK"].header["CRSCIEXT"] == 1
         assert "tiny.pt" in hdul["CRPROB"].header["CRMODEL"] and hdul["CRPROB"].header["CRTHRESH"] == 0.5
+        assert hdul["CRMASK"].header["CRPRECIS"] == "float32"
         np.testing.assert_array_equal(mask, (prob >= 0.5).astype(np.uint8))
         with fits.open(source) as original:
             np.testing.assert_array_equal(hdul["SCI"].data, original["SCI"].data)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_precision_option_is_used_and_recorded(shared_data, tiny_checkpoint, tmp_path):
+    source = shared_data / "real" / "a1_gmos_astroscrappy" / "gmos.fits"
+    assert main(["detect", str(source), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path),
+                 "--precision", "bfloat16", "-q"]) == 0
+    with fits.open(tmp_path / "gmos_crmask.fits") as hdul:
+        assert hdul["CRMASK"].header["CRPRECIS"] == "bfloat16"
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["detect", str(source), "--precision", "half"])
 
 
 def test_refuses_to_overwrite_unless_asked(shared_data, tiny_checkpoint, tmp_path, capsys):

@@ -43,6 +43,7 @@ class DetectOptions:
     sky: float | None = None  # ADU above bias; estimated from the frame if omitted
     noise_from_header: bool = False  # take gain and read noise from the header (GAIN, RDNOISE, ...)
     compile: bool = False  # torch.compile the network (pays off over many frames)
+    precision: str = "float32"  # or bfloat16 (faster on recent CPUs), float16 (CUDA)
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.ndarray:
@@ -118,7 +119,8 @@ def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str):
 
 
 @functools.lru_cache(maxsize=2)
-def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False):
+def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False,
+                    precision: str = "float32"):
     """One detector per process, loaded on first use (the CLI's up-front check fills the cache)."""
     import torch
 
@@ -126,12 +128,13 @@ def cached_detector(model: str, device: str, threshold: float | None, threads: i
 
     if threads:
         torch.set_num_threads(threads)
-    return load_detector(model, device=device, threshold=threshold, compile=compile)
+    return load_detector(model, device=device, threshold=threshold, compile=compile, precision=precision)
 
 
 def detector_for(options: DetectOptions):
     """The process's cached detector for ``options``."""
-    return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile)
+    return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile,
+                           options.precision)
 
 
 def predict_section(detector, image: np.ndarray, section, **kwargs):
@@ -184,7 +187,8 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
             rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),
                          "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
                          "nonfinite_pixels": int(result.nonfinite.sum()), "status": "ok"})
-        write_detection(path, out_path, results, detector.name, overwrite=options.overwrite)
+        write_detection(path, out_path, results, detector.name, overwrite=options.overwrite,
+                        precision=detector.precision)
         seconds = time.perf_counter() - started
         for row in rows:
             row["seconds"] = round(seconds, 3)

@@ -222,7 +222,7 @@ def atomic_write(hdul: fits.HDUList, out_path: Path, overwrite: bool = False) ->
 
 
 def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, results: list,
-                    model_name: str, overwrite: bool = False) -> Path:
+                    model_name: str, overwrite: bool = False, precision: str = "float32") -> Path:
     """Write the input's HDUs plus ``CRMASK`` and ``CRPROB`` extensions for each detected HDU.
 
     Parameters
@@ -239,6 +239,8 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
         Written into the headers (``CRMODEL``).
     overwrite : bool
         Replace an existing output file.
+    precision : str
+        Arithmetic the network ran in (``CRPRECIS``).
     """
     out_path = Path(out_path)
     if out_path.exists() and out_path.resolve() == Path(input_path).resolve():
@@ -255,6 +257,7 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
     for science, result, cleaned in results:
         cards = [("CRMODEL", model_name[:68], "crdetect model that made this"),
                  ("CRTHRESH", float(result.threshold), "CR probability threshold"),
+                 ("CRPRECIS", precision, "arithmetic of the network"),
                  ("CRSCIEXT", science.index, "HDU index of the science image"),
                  ("CRSCINAM", science.name or "", "EXTNAME of the science image"),
                  ("CRSKY", float(result.statistics.sky), "sky level used for scaling"),

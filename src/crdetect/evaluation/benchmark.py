@@ -169,3 +169,18 @@ def write_results(rows: list[dict], curves: dict, out_dir: str | Path) -> None:
     lines += ["| " + " | ".join(_fmt(row.get(k)) for k in columns) + " |" for row in rows]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "curves.json").write_text(json.dumps(curves))
+
+
+def real_frame_groups(root: str | Path) -> dict[str, list]:
+    """The real-frame benchmarks as sample lists: ``M51``, ``WFPC2`` and ``injected`` (five frames, pooled)."""
+    from ..data.real import injected_frames, m51_frame, wfpc2_frame
+
+    return {"M51": list(real_frame_samples([m51_frame(Path(root))])),
+            "WFPC2": list(real_frame_samples([wfpc2_frame(Path(root))])),
+            "injected": list(real_frame_samples(injected_frames(root)))}
+
+
+def tpr_at_fprs(detector: Detector, samples, fprs=(1e-4, 1e-3)) -> list[float]:
+    """TPR of ``detector`` at each false-positive rate of ``fprs``, pixels pooled over ``samples``."""
+    accumulator = score_detectors([detector], samples, progress=False)[detector.name].accumulator
+    return [accumulator.tpr_at_fpr(fpr) for fpr in fprs]
