@@ -10,7 +10,7 @@ import torch
 
 from crdetect.losses import (alpha_schedule, bce_dice_loss, bce_loss, dice_loss, get_loss, median_weight_map,
                              median_weighted_bce_loss)
-from crdetect.metrics import ScoreAccumulator, confusion
+from crdetect.metrics import ScoreAccumulator, confusion, hit_counts
 
 
 def _logit(p):
@@ -94,3 +94,34 @@ def test_minus_infinity_scores_are_the_lowest():
     acc = ScoreAccumulator(threshold=0.0)
     acc.update(np.array([-np.inf, 1.0, -np.inf]), np.array([1, 1, 0], bool))
     assert acc.tpr_at_fpr(0.0) == 0.5 and acc.counts.tp == 1
+
+
+def test_hit_counts_by_hand():
+    truth = np.zeros((20, 20), bool)
+    truth[2, 2:6] = True  # hit 1: found through one pixel
+    truth[10:12, 10] = True  # hit 2: missed
+    truth[15, 15] = truth[16, 16] = True  # hit 3: diagonal pixels are one hit (8-connected)
+    ignore = np.zeros_like(truth)
+    ignore[0:2, 15:20] = True  # an ignored real CR
+    flagged = np.zeros_like(truth)
+    flagged[2, 2] = True  # finds hit 1
+    flagged[3, 6] = True  # a faint neighbour of hit 1 (diagonal to its end), flagged alone: not false
+    flagged[16, 16] = True  # finds hit 3
+    flagged[7, 7] = True  # false
+    flagged[18, 0:3] = True  # false (one detection of three pixels)
+    flagged[2, 17] = True  # beside the ignored CR: not false
+    counts = hit_counts(flagged, truth, ignore)
+    assert (counts.hits, counts.found, counts.false) == (3, 2, 2)
+    assert counts.detections == 6
+    assert counts.recall == pytest.approx(2 / 3)
+    assert counts.false_per_mpix == pytest.approx(2 / (400 - 10) * 1e6)
+    # a stack of images: groups never join across images
+    stacked = hit_counts(np.stack([flagged, flagged]), np.stack([truth, truth]), np.stack([ignore, ignore]))
+    assert (stacked.hits, stacked.found, stacked.false, stacked.pixels) == (6, 4, 4, 780)
+    # nothing labelled: recall undefined, all detections false
+    assert np.isnan(hit_counts(flagged, np.zeros_like(truth)).recall)
+    acc = ScoreAccumulator(0.5, hits=True)
+    acc.update(flagged.astype(float), truth, ignore)
+    acc.update(flagged.astype(float), truth, ignore)
+    assert (acc.hits.hits, acc.hits.found, acc.hits.false) == (6, 4, 4)
+    assert ScoreAccumulator(0.5).hits is None

@@ -69,6 +69,54 @@ def confusion(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | No
     return Confusion(tp, fp, fn, int(valid.sum()) - tp - fp - fn)
 
 
+@dataclass
+class HitCounts:
+    """Hit-level counts: labelled hits found, and detections that match no hit."""
+
+    hits: int = 0  # labelled hits (8-connected groups of CR pixels)
+    found: int = 0  # labelled hits with at least one flagged pixel
+    detections: int = 0  # flagged groups (8-connected)
+    false: int = 0  # flagged groups with no labelled (or ignored) pixel within 1 px
+    pixels: int = 0  # pixels scored
+
+    def __add__(self, other: "HitCounts") -> "HitCounts":
+        return HitCounts(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
+
+    @property
+    def recall(self) -> float:
+        """Fraction of labelled hits found (nan when there are none)."""
+        return self.found / self.hits if self.hits else float("nan")
+
+    @property
+    def false_per_mpix(self) -> float:
+        """False detections per million pixels scored."""
+        return self.false / self.pixels * 1e6 if self.pixels else float("nan")
+
+
+def hit_counts(prediction: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None) -> HitCounts:
+    """Hit-level counts of a boolean prediction (2-D, or a stack of 2-D images along the first axes).
+
+    Users count CRs, not pixels: a hit is found when any of its pixels is flagged, whatever its exact
+    boundary (labels disagree most there: LA-Cosmic's grown masks, 2-sigma injection labels). A
+    detection is false when nothing labelled or ignored lies within 1 px of it, so a flagged faint
+    neighbour of a labelled hit is not a false hit.
+    """
+    from scipy import ndimage
+
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    valid = np.ones_like(truth) if ignore is None else ~np.asarray(ignore, bool)
+    # 8-connected within each image, never across the images of a stack
+    structure = np.zeros((3,) * truth.ndim, bool)
+    structure[(1,) * (truth.ndim - 2)] = True
+    hit_labels, hits = ndimage.label(truth & valid, structure)
+    found = np.unique(hit_labels[prediction & truth & valid]).size
+    flagged = prediction & valid
+    detection_labels, detections = ndimage.label(flagged, structure)
+    near = ndimage.binary_dilation(truth | ~valid, structure)
+    matched = np.unique(detection_labels[flagged & near]).size
+    return HitCounts(hits, found, detections, detections - matched, int(valid.sum()))
+
+
 class ScoreAccumulator:
     """Accumulate scores of one detector over a test set.
 
@@ -76,11 +124,14 @@ class ScoreAccumulator:
     ----------
     threshold : float
         Score threshold for the exact confusion counts (Dice); 0.5 for probabilities.
+    hits : bool
+        Also count hits at the threshold (:func:`hit_counts`; two labellings per image).
     """
 
-    def __init__(self, threshold: float = 0.5) -> None:
+    def __init__(self, threshold: float = 0.5, hits: bool = False) -> None:
         self.threshold = threshold
         self.counts = Confusion()
+        self.hits = HitCounts() if hits else None
         self.positive = np.zeros(_BINS, np.int64)
         self.negative = np.zeros(_BINS, np.int64)
 
@@ -88,7 +139,10 @@ class ScoreAccumulator:
         """Add one image (or batch) of scores with its truth and optional ignore mask."""
         scores, truth = np.asarray(scores), np.asarray(truth, bool)
         valid = np.ones_like(truth) if ignore is None else ~np.asarray(ignore, bool)
-        c = confusion(scores >= self.threshold, truth, ~valid)
+        flagged = scores >= self.threshold
+        c = confusion(flagged, truth, ~valid)
+        if self.hits is not None:
+            self.hits = self.hits + hit_counts(flagged, truth, ~valid)
         self.counts = Confusion(self.counts.tp + c.tp, self.counts.fp + c.fp, self.counts.fn + c.fn,
                                 self.counts.tn + c.tn)
         self.positive += np.bincount(_bin(scores[truth & valid]), minlength=_BINS)

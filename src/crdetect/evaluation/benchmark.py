@@ -101,7 +101,7 @@ def score_detectors(detectors: list[Detector], samples, progress: bool = True, d
     """Feed every sample to every detector; returns name -> :class:`Scored`."""
     from tqdm import tqdm
 
-    results = {d.name: Scored(ScoreAccumulator(d.threshold)) for d in detectors}
+    results = {d.name: Scored(ScoreAccumulator(d.threshold, hits=True)) for d in detectors}
     for image, truth, ignore, context in tqdm(samples, desc=desc, unit="image", disable=not progress):
         for detector in detectors:
             started = time.perf_counter()
@@ -145,6 +145,8 @@ def results_rows(runs: dict[str, RunInfo], val: dict[str, Scored], test: dict[st
         for f in FPRS:
             row[f"test_tpr@{f:g}"] = scored.accumulator.tpr_at_fpr(f)
         row["test_prec@recall0.95"] = scored.accumulator.precision_at_recall(0.95)
+        row["test_hit_recall"] = scored.accumulator.hits.recall
+        row["test_false_hits/Mpix"] = scored.accumulator.hits.false_per_mpix
         row["epochs_to_val_dice>0.85"] = run.epochs_to_dice_085 if run else None
         row["scoring_mpix_per_s"] = scored.mpix_per_s
         for frame, by_detector in real.items():
@@ -152,6 +154,8 @@ def results_rows(runs: dict[str, RunInfo], val: dict[str, Scored], test: dict[st
                 acc = by_detector[name].accumulator
                 row[f"{frame}_tpr@1e-4"] = acc.tpr_at_fpr(1e-4)
                 row[f"{frame}_tpr@1e-3"] = acc.tpr_at_fpr(1e-3)
+                row[f"{frame}_hit_recall"] = acc.hits.recall
+                row[f"{frame}_false_hits/Mpix"] = acc.hits.false_per_mpix
         rows.append(row)
     return rows
 
