@@ -191,3 +191,26 @@ def test_out_of_memory_falls_back_to_smaller_batches_and_tiles(monkeypatch, capl
     monkeypatch.setattr(detector, "_run", lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("no")))
     with pytest.raises(InputError, match="out of cpu memory even with one"):
         detector.predict(image, tile=256)
+
+
+@pytest.mark.parametrize("name", ["deepcr_unet", "unet", "att_unet", "tunet_4"])
+def test_batch_norms_are_folded_for_inference_without_changing_the_logits(name):
+    """The detector runs a copy with every conv+BatchNorm pair folded; the caller's module is untouched."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    with torch.no_grad():  # non-trivial running statistics, as after training
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+    model.eval()
+    detector = CRDetector(model, Preprocessing(), device="cpu")
+    folded = sum(isinstance(m, torch.nn.BatchNorm2d) for m in detector.model.modules())
+    original = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert original > 0 and folded < original and model.training is False
+    if name != "tunet_4":  # every BatchNorm of the U-Nets follows a conv in a block
+        assert folded == 0
+    x = torch.from_numpy(_frame((64, 96))[None, None] / 1000.0 - 1.0).float()
+    with torch.inference_mode():
+        np.testing.assert_allclose(detector.model(x).numpy(), model(x).numpy(), atol=1e-4)

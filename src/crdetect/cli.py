@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="take gain and read noise from each HDU's header (GAIN, RDNOISE, ...)")
     detect.add_argument("--sky", type=float, default=None, help="sky level in ADU (default: robust estimate)")
     detect.add_argument("--compile", action="store_true",
-                        help="torch.compile the network: ~0.8x the time per frame after 10-30 s of compilation")
+                        help="torch.compile the network (10-30 s per process; on 2 CPU cores no faster than the "
+                             "eager network since BatchNorms are folded: measure with benchmarks/bench_detect.py)")
     detect.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="network arithmetic: float32 (default), bfloat16 (~2x faster on CPUs with "
                              "AVX512-BF16/AMX, a few mask pixels per Mpix differ), float16 (CUDA GPUs)")

@@ -9,6 +9,7 @@ frame to a multiple of 16 (lost edges, Cosmic-CoNN); neither happens here.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch.nn as nn
 from .checkpoint import CheckpointInfo, load_checkpoint, unwrap_model
 from .errors import InputError
 from .models import check_model_name, create_model
-from .models.layers import pad_to_multiple
+from .models.layers import fold_batch_norms, pad_to_multiple
 from .preprocessing import FrameStatistics, Preprocessing, frame_statistics
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,8 @@ class CRDetector:
                  info: CheckpointInfo | None = None, precision: str = "float32") -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(precision, self.device)
-        self.model = unwrap_model(model).to(self.device).eval()
+        # a copy with BatchNorms folded into their convolutions (faster; the caller's module is untouched)
+        self.model = fold_batch_norms(copy.deepcopy(unwrap_model(model)).eval()).to(self.device)
         # channels-last convolutions are markedly faster on CPUs (oneDNN); measured ~1.6x for the
         # 3-16 U-Net on 1024 px tiles (benchmarks/bench_detect.py)
         self.memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
@@ -202,9 +204,10 @@ class CRDetector:
     def compile(self) -> "CRDetector":
         """Run the network through ``torch.compile`` (returns ``self``).
 
-        Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): about 0.8x the eager
-        time per frame after a one-off compilation of 7-30 s per process and tile shape, with logits
-        equal to 1e-5. Worth it for many frames of one size (survey runs), not for one frame.
+        Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): 0.96-1.03x the eager
+        time per frame once BatchNorms are folded (:func:`fold_batch_norms`; before folding it was 0.8x),
+        after a one-off compilation of 8-16 s per process and tile shape; logits equal to 1e-5. Kept for
+        GPUs and CPUs where it measurably helps (``benchmarks/bench_detect.py --compile``).
         """
         self.model = torch.compile(self.network, dynamic=False)
         return self
@@ -348,8 +351,8 @@ def check_precision(precision: str, device: torch.device) -> str:
 
     ``bfloat16`` and ``float16`` run the network under ``torch.autocast``. Measured on the shipped models
     (results/bench_detect.txt, results/precision.md): on a 2-core AMD EPYC with AVX512-BF16, bfloat16
-    takes 0.44-0.54x the float32 time, moves TPR on the real frames by at most 0.002 and changes about
-    0.1-0.3 % of the flagged pixels; float16 arithmetic changes ten times fewer, but on a CPU it is several
+    takes 0.49-0.58x the float32 time, moves TPR on the real frames by at most 0.002 and changes 0.1-0.2 %
+    of the flagged pixels; float16 arithmetic changes several times fewer, but on a CPU it is several
     times slower than float32 (no native float16 convolutions): it is meant for CUDA GPUs.
     """
     if precision not in PRECISIONS:
