@@ -29,3 +29,5 @@ python scripts/ship_model.py out/runs/fast_mix fast --card-notes results/card_no
 bash results/local_background/train.sh
 python scripts/ship_model.py out/runs/default_localbg_lines default --card-notes results/card_notes_default.md
 python scripts/ship_model.py out/runs/fast_localbg_lines fast --card-notes results/card_notes_fast.md
+# later the same day: stage E (more epochs at a lower rate); only fast's passed the rule and was shipped
+python scripts/ship_model.py out/runs/fast_localbg_lines_e fast --card-notes results/card_notes_fast.md

@@ -27,3 +27,12 @@ crdetect train --model deepcr_unet --model-kwargs "$fast_kwargs" --init-from out
   --epochs 6 --local-background 21 --extra-hits 3 --hit-charge 0.5 1000 --line-prob 0.3 --seed 4 \
   --out out/runs/fast_localbg_lines "${common[@]}"
 python scripts/real_frames_per_epoch.py out/runs/{default,fast}_localbg{,_hits,_bright,_lines} > results/local_background/real_frames_per_epoch.md
+# E: more epochs at a lower rate from the shipped stage-D epochs (fast epoch 2 shipped; default not)
+e_common=("${common[@]}" --epochs 6 --local-background 21 --extra-hits 3 --hit-charge 0.5 1000 --line-prob 0.3 --seed 5)
+# (--lr after the common options: the last one given wins)
+crdetect train --model deepcr_unet --model-kwargs "$default_kwargs" --init-from out/runs/default_localbg_lines/epochs/e7.pt \
+  "${e_common[@]}" --lr 0.00015 --out out/runs/default_localbg_lines_e &
+crdetect train --model deepcr_unet --model-kwargs "$fast_kwargs" --init-from out/runs/fast_localbg_lines/epochs/e3.pt \
+  "${e_common[@]}" --lr 0.0001 --out out/runs/fast_localbg_lines_e &
+wait
+python scripts/real_frames_per_epoch.py out/runs/default_localbg_lines_e out/runs/fast_localbg_lines_e
