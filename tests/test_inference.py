@@ -214,3 +214,11 @@ def test_batch_norms_are_folded_for_inference_without_changing_the_logits(name):
     x = torch.from_numpy(_frame((64, 96))[None, None] / 1000.0 - 1.0).float()
     with torch.inference_mode():
         np.testing.assert_allclose(detector.model(x).numpy(), model(x).numpy(), atol=1e-4)
+
+
+def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch, caplog):
+    import crdetect.inference as inference
+
+    monkeypatch.setattr(inference, "cpu_has_native_bfloat16", lambda: False)
+    CRDetector(create_model("deepcr_unet", base_channels=4), device="cpu", precision="bfloat16")
+    assert "no native bfloat16" in caplog.text

@@ -360,7 +360,18 @@ def check_precision(precision: str, device: torch.device) -> str:
     if precision == "float16" and device.type == "cpu":
         logger.warning("float16 on a CPU is much slower than float32 (no native float16 convolutions); "
                        "use bfloat16 for speed on CPUs")
+    if precision == "bfloat16" and device.type == "cpu" and not cpu_has_native_bfloat16():
+        logger.warning("this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX): bfloat16 may be "
+                       "slower than float32 here; measure with benchmarks/bench_detect.py --precision")
     return precision
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); True when torch cannot tell."""
+    try:  # private helpers of torch.cpu (torch >= 2.1); no public equivalent
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return True
 
 
 def shipped_weights(name: str) -> Path | None:
