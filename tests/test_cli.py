@@ -239,3 +239,19 @@ def test_noise_from_gain_and_read_noise_options_or_header(tiny_checkpoint, tmp_p
                  str(tmp_path / "bare_out"), "--noise-from-header", "-q"]) != 0
     err = capsys.readouterr().err
     assert "no gain in the header" in err and "pass --gain" in err
+
+
+def test_threads_option_sets_torch_threads_and_rejects_nonsense(shared_data, tiny_checkpoint, tmp_path):
+    import torch
+
+    source = shared_data / "real" / "a1_gmos_astroscrappy" / "gmos.fits"
+    before = torch.get_num_threads()
+    try:
+        assert main(["detect", str(source), "--model", str(tiny_checkpoint), "--out-dir", str(tmp_path),
+                     "--threads", "1", "-q"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (["--threads", "0"], ["--jobs", "-2"], ["--threads", "two"]):
+        with pytest.raises(SystemExit):
+            main(["detect", str(source), *bad])

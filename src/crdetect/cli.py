@@ -15,6 +15,17 @@ logger = logging.getLogger(__name__)
 SAMPLE_FILE = Path(__file__).parent / "samples" / "saao_a8280271.fits.fz"
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _expand_inputs(items: list[str]) -> list[Path]:
     """Files, directories (their FITS files) and glob patterns, in order, without duplicates."""
     from .data.fits_io import FITS_SUFFIXES
@@ -53,7 +64,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             full_frame=args.full_frame,
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile,
-                            precision=args.precision)
+                            precision=args.precision, threads=args.threads)
     # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
     detector_for(options)
     ensure_output_dir(args.out_dir)
@@ -253,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--precision", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="network arithmetic: float32 (default), bfloat16 (~2x faster on CPUs with "
                              "AVX512-BF16/AMX, a few mask pixels per Mpix differ), float16 (CUDA GPUs)")
-    detect.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    detect.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
+    detect.add_argument("--threads", type=_positive_int, default=None,
+                        help="torch threads per process (default: every core, or 1 per worker with --jobs/--scheduler); "
+                             "set it to the cores a batch job was given")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")
     detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
