@@ -142,7 +142,9 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
     pad_h, pad_w = -height % block, -width % block
     padded = np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect") if pad_h or pad_w else image
     grid = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block)
-    medians = np.median(grid.transpose(0, 2, 1, 3).reshape(*grid.shape[::2], block * block), axis=2)
+    values = grid.transpose(0, 2, 1, 3).reshape(*grid.shape[::2], block * block)
+    # the middle of an odd number of values by partition: equal to np.median, about 4x faster
+    medians = np.partition(values, block * block // 2, axis=2)[..., block * block // 2]
     size = max(1, int(round(window / block))) | 1  # odd, so the filter is centred
     smooth = _median_filter(medians, size)
     background = ndimage.zoom(smooth, block, order=1, grid_mode=True, mode="nearest")
