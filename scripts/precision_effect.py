@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from crdetect.baselines import NetworkDetector
-from crdetect.evaluation.benchmark import real_frame_groups, tpr_at_fprs
+from crdetect.evaluation.benchmark import real_frame_groups, real_frame_samples, tpr_at_fprs
 from crdetect.inference import load_detector
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--models", nargs="+", default=["default", "fast"])
     args = parser.parse_args()
-    groups = real_frame_groups(args.real)
+    groups = {name: list(real_frame_samples(frames)) for name, frames in real_frame_groups(args.real).items()}
     images = [(image, context) for samples in groups.values() for image, _, _, context in samples]
     mpix = sum(image.size for image, _ in images) / 1e6
     header = " | ".join(f"{g} @{f:g}" for g in groups for f in FPRS)

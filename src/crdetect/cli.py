@@ -266,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "AVX512-BF16/AMX, a few mask pixels per Mpix differ), float16 (CUDA GPUs)")
     detect.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
     detect.add_argument("--threads", type=_positive_int, default=None,
-                        help="torch threads per process (default: every core, or 1 per worker with --jobs/--scheduler); "
-                             "set it to the cores a batch job was given")
+                        help="torch threads per process (default: every core, or 1 per worker with --jobs or "
+                             "--scheduler); set it to the cores a batch job was given")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")
     detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")

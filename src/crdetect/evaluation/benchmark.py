@@ -176,12 +176,13 @@ def write_results(rows: list[dict], curves: dict, out_dir: str | Path) -> None:
 
 
 def real_frame_groups(root: str | Path) -> dict[str, list]:
-    """The real-frame benchmarks as sample lists: ``M51``, ``WFPC2`` and ``injected`` (five frames, pooled)."""
-    from ..data.real import injected_frames, m51_frame, wfpc2_frame
+    """The real-frame benchmarks, each a list of frames scored pooled: every labelled frame on its own
+    (``hst_wfpc2``, ``kpno_m51``) and the five frames with held-out hits together (``injected``)."""
+    from ..data.real import injected_frames, labelled_real_frames
 
-    return {"M51": list(real_frame_samples([m51_frame(Path(root))])),
-            "WFPC2": list(real_frame_samples([wfpc2_frame(Path(root))])),
-            "injected": list(real_frame_samples(injected_frames(root)))}
+    groups = {frame.name: [frame] for frame in labelled_real_frames(root)}
+    groups["injected"] = injected_frames(root)
+    return groups
 
 
 def tpr_at_fprs(detector: Detector, samples, fprs=(1e-4, 1e-3)) -> list[float]:

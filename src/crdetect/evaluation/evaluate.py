@@ -10,7 +10,7 @@ import numpy as np
 
 from ..baselines import Detector, NetworkDetector, make_baselines
 from ..inference import load_detector
-from .benchmark import (iterate_patches, read_run, real_frame_samples, results_rows, score_detectors,
+from .benchmark import (iterate_patches, read_run, real_frame_groups, real_frame_samples, results_rows, score_detectors,
                         write_results)
 from .plots import plot_prediction_maps, plot_roc_pr, plot_training_curves, write_report
 
@@ -21,8 +21,6 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
              real_root: str | Path | None = None, max_val_patches: int | None = None,
              max_test_patches: int | None = None, device: str = "auto", progress: bool = True) -> list[dict]:
     """Evaluate every run directory (or checkpoint) and baseline; returns the table rows."""
-    from ..data.real import injected_frames, labelled_real_frames
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     infos = {info.name: info for info in (read_run(r) for r in runs)}
@@ -38,10 +36,7 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
         plot_roc_pr(curves["test"], out / "roc_pr_test.png", "(simulated test set)")
     real = {}
     if real_root is not None:
-        # each labelled frame on its own; the injected frames (held-out hits on real backgrounds) pooled
-        groups = {frame.name: [frame] for frame in labelled_real_frames(real_root)}
-        groups["injected"] = injected_frames(real_root)
-        for group, frames in groups.items():
+        for group, frames in real_frame_groups(real_root).items():
             real[group] = score_detectors(detectors, real_frame_samples(frames), progress, group)
             curves[group] = {name: s.accumulator.curves() for name, s in real[group].items()}
             plot_roc_pr(curves[group], out / f"roc_pr_{group}.png", f"({group})")
