@@ -222,3 +222,21 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch, caplog):
     monkeypatch.setattr(inference, "cpu_has_native_bfloat16", lambda: False)
     CRDetector(create_model("deepcr_unet", base_channels=4), device="cpu", precision="bfloat16")
     assert "no native bfloat16" in caplog.text
+
+
+def test_saturation_is_read_off_flat_plateaus_when_no_level_is_given():
+    from crdetect.inference import plateau_saturation
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(1000.0, 10.0, (60, 60)).astype(np.float32)
+    assert plateau_saturation(image) is None  # noise only
+    image[30, 30] = 6.7e4  # one bright hit: a peak, not a plateau
+    image[10, 10:13] = [6.0e4, 6.6e4, 6.1e4]  # an unsaturated star's top: no flat group of 5 px
+    assert plateau_saturation(image) is None
+    image[40:43, 40:43] = 65535.0  # a saturated star core: a flat top, below the lone hit (flat-fielded)
+    assert plateau_saturation(image) == pytest.approx(65535.0 * 0.99)
+    result = _detector(base_channels=8).predict(image, threshold=0.0)
+    assert not result.mask[39:44, 39:44].any() and result.protected[40:43, 40:43].all()
+    assert result.mask[30, 30]  # the single bright pixel is still a candidate
+    assert plateau_saturation(np.zeros((8, 8), np.float32)) is None  # nothing positive
+    assert plateau_saturation(np.full((8, 8), np.nan, np.float32)) is None

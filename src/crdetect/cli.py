@@ -247,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run on every pixel; by default only the header's DATASEC (else TRIMSEC) of raw frames, "
                              "so overscan is never flagged")
     detect.add_argument("--saturation", type=float, default=None,
-                        help="saturation level (image units); default: header SATURATE/SATLEVEL. Saturated "
-                             "stars and bleed trails are never flagged")
+                        help="saturation level (image units); default: header SATURATE/SATLEVEL, else flat "
+                             "plateaus at the top of the frame's range. Saturated stars and bleed trails are "
+                             "never flagged")
     detect.add_argument("--inpaint", action="store_true",
                         help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
     detect.add_argument("--gain", type=float, default=None,

@@ -91,6 +91,50 @@ def as_image(image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: int = 5) -> float | None:
+    """Saturation level read off the pixels when no header or user gives one, or None if none shows.
+
+    Saturated stars and bleed trails end in flat plateaus at the top of the frame's range (the ADC's full
+    scale in raw frames; flat-fielding leaves them flat to about a per cent), whereas unsaturated stars
+    and cosmic rays have a single peak pixel. The plateau's top is taken as the brightest pixel with an
+    8-neighbour within ``tolerance`` of it (so lone brighter pixels, such as a hit above the plateau in
+    a flat-fielded frame, do not hide it); if at least ``min_pixels`` connected pixels lie within
+    ``tolerance`` below that top, their lower bound is returned. On CTIO Mosaic2 ``tpv.fits`` the
+    plateaus lie at 63,300-63,900 and protect every core pixel the shipped models flagged without a
+    level; none of the other real frames in shared/data shows one.
+    """
+    from scipy import ndimage
+
+    finite = np.isfinite(image)
+    peak = float(np.max(image, where=finite, initial=-np.inf))
+    if not peak > 0:
+        return None
+    # Candidates: the top 15 % of the range, usually a few thousand pixels, so that everything below is
+    # done on coordinates, not on whole frames. A saturated pixel divided by a flat field stays within
+    # a few per cent of the others, so the plateau's top is looked for in the top 10 %.
+    ys, xs = np.nonzero(finite & (image >= 0.85 * peak))
+    values = image[ys, xs].astype(np.float64)
+    height, width = image.shape
+    flat = np.zeros(len(ys), bool)
+    for dy, dx in [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]:
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < height) & (nx >= 0) & (nx < width)
+        neighbour = np.full(len(ys), -np.inf)
+        neighbour[inside] = image[ny[inside], nx[inside]]
+        flat |= np.abs(neighbour - values) <= tolerance * values
+    flat &= values >= 0.9 * peak
+    if not flat.any():
+        return None
+    level = float(values[flat].max()) * (1 - tolerance)
+    near_top = values >= level  # all such pixels are candidates: level >= 0.891 * peak
+    y, x = ys[near_top], xs[near_top]
+    box = np.zeros((y.max() - y.min() + 1, x.max() - x.min() + 1), bool)
+    box[y - y.min(), x - x.min()] = True
+    labels, _ = ndimage.label(box, np.ones((3, 3), bool))
+    largest = np.bincount(labels[box]).max()
+    return level if largest >= min_pixels else None
+
+
 def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: int = 5) -> np.ndarray:
     """Saturated stars and bleed trails: connected pixels at or above ``saturation``, grown by 1 px.
 
@@ -247,7 +291,8 @@ class CRDetector:
             Sky and noise of the frame (e.g. from gain and read noise); estimated robustly if omitted.
         saturation : float, optional
             Saturation level (same units as the image, e.g. the FITS ``SATURATE`` keyword): saturated
-            stars and bleed trails are never flagged (:func:`saturated_regions`).
+            stars and bleed trails are never flagged (:func:`saturated_regions`). Omitted, it is read
+            off the pixels when the frame has flat plateaus at its maximum (:func:`plateau_saturation`).
         """
         image = as_image(image)
         nonfinite = ~np.isfinite(image)
@@ -258,6 +303,11 @@ class CRDetector:
         stats = statistics or frame_statistics(image)
         normalised = self.preprocessing.normalise(image, stats)
         logits = self._predict_fitting_memory(normalised, tile, overlap, batch_size)
+        if saturation is None:
+            saturation = plateau_saturation(image)
+            if saturation is not None:
+                logger.info("no saturation level given: flat plateaus at %.6g and above are treated as saturated",
+                            saturation)
         protected = saturated_regions(image, saturation)
         logits[nonfinite | protected] = -np.inf
         probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
