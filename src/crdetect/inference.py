@@ -148,11 +148,19 @@ def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: i
     with np.errstate(invalid="ignore"):
         above = image >= saturation
     labels, count = ndimage.label(above, np.ones((3, 3), bool))
-    if count == 0:
-        return above
-    sizes = ndimage.sum_labels(above, labels, index=np.arange(1, count + 1))
-    big = np.isin(labels, np.flatnonzero(sizes >= min_pixels) + 1)
-    return ndimage.binary_dilation(big, np.ones((3, 3), bool))
+    protected = np.zeros(image.shape, bool)
+    # region by region inside its bounding box: whole-frame size counts and dilation cost 0.35 s per
+    # DECam CCD, this a few ms
+    for index, window in enumerate(ndimage.find_objects(labels), start=1):
+        region = labels[window] == index
+        if region.sum() < min_pixels:
+            continue
+        grown = tuple(slice(max(w.start - 1, 0), w.stop + 1) for w in window)
+        inner = tuple(slice(w.start - g.start, w.start - g.start + (w.stop - w.start)) for w, g in zip(window, grown))
+        box = np.zeros(protected[grown].shape, bool)
+        box[inner] = region
+        protected[grown] |= ndimage.binary_dilation(box, np.ones((3, 3), bool))
+    return protected
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
