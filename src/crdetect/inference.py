@@ -256,9 +256,9 @@ class CRDetector:
     def compile(self) -> "CRDetector":
         """Run the network through ``torch.compile`` (returns ``self``).
 
-        Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): 0.96-1.03x the eager
+        Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): 0.94-1.03x the eager
         time per frame once BatchNorms are folded (:func:`fold_batch_norms`; before folding it was 0.8x),
-        after a one-off compilation of 8-16 s per process and tile shape; logits equal to 1e-5. Kept for
+        after a one-off compilation of 2-16 s per process and tile shape; logits equal to 1e-5. Kept for
         GPUs and CPUs where it measurably helps (``benchmarks/bench_detect.py --compile``).
         """
         self.model = torch.compile(self.network, dynamic=False)
@@ -409,7 +409,7 @@ def check_precision(precision: str, device: torch.device) -> str:
 
     ``bfloat16`` and ``float16`` run the network under ``torch.autocast``. Measured on the shipped models
     (results/bench_detect.txt, results/precision.md): on a 2-core AMD EPYC with AVX512-BF16, bfloat16
-    takes 0.49-0.58x the float32 time, moves TPR on the real frames by at most 0.002 and changes 0.1-0.2 %
+    takes 0.50-0.58x the float32 time, moves TPR on the real frames by at most 0.002 and changes 0.1-0.2 %
     of the flagged pixels; float16 arithmetic changes several times fewer, but on a CPU it is several
     times slower than float32 (no native float16 convolutions): it is meant for CUDA GPUs.
     """
