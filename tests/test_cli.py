@@ -94,6 +94,27 @@ def test_every_image_hdu_of_a_multi_extension_file(tiny_checkpoint, tmp_path):
     assert scis[0].data.dtype.isnative
 
 
+def test_mask_only_output_holds_the_crdetect_extensions_without_the_input(tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mef.fits"
+    primary = fits.PrimaryHDU()
+    primary.header["OBJECT"] = "field 7"
+    fits.HDUList([primary] + [fits.ImageHDU(rng.normal(100, 5, (200, 150)).astype(np.float32), name=f"CCD{i}")
+                              for i in (1, 2)]).writeto(path)
+    common = [str(path), "--hdu", "all", "--model", str(tiny_checkpoint), "-q"]
+    assert main(["detect", *common, "--out-dir", str(tmp_path / "full")]) == 0
+    assert main(["detect", *common, "--out-dir", str(tmp_path / "small"), "--mask-only"]) == 0
+    full, small = tmp_path / "full" / "mef_crmask.fits", tmp_path / "small" / "mef_crmask.fits"
+    assert small.stat().st_size < 0.4 * full.stat().st_size
+    with fits.open(full) as whole, fits.open(small) as masks_only:
+        assert [h.name for h in masks_only] == ["PRIMARY", "CRMASK", "CRPROB", "CRMASK", "CRPROB"]
+        assert masks_only[0].data is None and masks_only[0].header["OBJECT"] == "field 7"
+        assert masks_only[0].header["CRINPUT"] == "mef.fits"
+        for extension in ("CRMASK", "CRPROB"):
+            for version in (1, 2):
+                np.testing.assert_array_equal(masks_only[extension, version].data, whole[extension, version].data)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: fits.PrimaryHDU(np.zeros(10, np.float32)).writeto(p), "no 2-D image HDU"),
     (lambda p: fits.PrimaryHDU(np.zeros((2, 3, 4), np.float32)).writeto(p), "no 2-D image HDU"),

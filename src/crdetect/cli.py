@@ -64,7 +64,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             full_frame=args.full_frame,
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile,
-                            precision=args.precision, threads=args.threads)
+                            precision=args.precision, threads=args.threads, mask_only=args.mask_only)
     # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
     detector_for(options)
     ensure_output_dir(args.out_dir)
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="saturation level (image units); default: header SATURATE/SATLEVEL, else flat "
                              "plateaus at the top of the frame's range. Saturated stars and bleed trails are "
                              "never flagged")
+    detect.add_argument("--mask-only", action="store_true",
+                        help="write only the CRMASK/CRPROB (and CLEANED) extensions, not a copy of the input's "
+                             "HDUs (a quarter of the size for float32 CCDs)")
     detect.add_argument("--inpaint", action="store_true",
                         help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
     detect.add_argument("--gain", type=float, default=None,

@@ -44,6 +44,7 @@ class DetectOptions:
     noise_from_header: bool = False  # take gain and read noise from the header (GAIN, RDNOISE, ...)
     compile: bool = False  # torch.compile the network (pays off over many frames)
     precision: str = "float32"  # or bfloat16 (faster on recent CPUs), float16 (CUDA)
+    mask_only: bool = False  # write only the crdetect extensions, not a copy of the input's HDUs
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.ndarray:
@@ -188,7 +189,7 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
                          "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
                          "nonfinite_pixels": int(result.nonfinite.sum()), "status": "ok"})
         write_detection(path, out_path, results, detector.name, overwrite=options.overwrite,
-                        precision=detector.precision)
+                        precision=detector.precision, copy_input=not options.mask_only)
         seconds = time.perf_counter() - started
         for row in rows:
             row["seconds"] = round(seconds, 3)

@@ -238,7 +238,8 @@ def probability_hdu(probability: np.ndarray) -> fits.CompImageHDU:
 
 
 def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, results: list,
-                    model_name: str, overwrite: bool = False, precision: str = "float32") -> Path:
+                    model_name: str, overwrite: bool = False, precision: str = "float32",
+                    copy_input: bool = True) -> Path:
     """Write the input's HDUs plus ``CRMASK`` and ``CRPROB`` extensions for each detected HDU.
 
     Parameters
@@ -257,17 +258,27 @@ def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, 
         Replace an existing output file.
     precision : str
         Arithmetic the network ran in (``CRPRECIS``).
+    copy_input : bool
+        Copy the input's HDUs into the output (default). Without them the output holds an empty
+        primary HDU with the input's primary header cards (``CRINPUT`` names the input) and the
+        crdetect extensions only: a quarter of the size for float32 CCDs (``--mask-only``).
     """
     out_path = Path(out_path)
     if out_path.exists() and out_path.resolve() == Path(input_path).resolve():
         raise OutputError(f"refusing to write over the input file {str(input_path)!r}; choose another --out-dir")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
-        # Plain HDUs are copied unscaled (integers and BZERO/BSCALE bit for bit); tile-compressed
-        # ones are copied scaled, because astropy re-compresses them from their scaled values.
-        with fits.open(input_path, memmap=False, do_not_scale_image_data=True) as raw, \
-                fits.open(input_path, memmap=False) as scaled:
-            hdus = [s.copy() if isinstance(r, fits.CompImageHDU) else r.copy() for r, s in zip(raw, scaled)]
+        if copy_input:
+            # Plain HDUs are copied unscaled (integers and BZERO/BSCALE bit for bit); tile-compressed
+            # ones are copied scaled, because astropy re-compresses them from their scaled values.
+            with fits.open(input_path, memmap=False, do_not_scale_image_data=True) as raw, \
+                    fits.open(input_path, memmap=False) as scaled:
+                hdus = [s.copy() if isinstance(r, fits.CompImageHDU) else r.copy() for r, s in zip(raw, scaled)]
+        else:
+            primary = fits.PrimaryHDU()
+            primary.header.extend(fits.getheader(input_path, 0), strip=True)
+            primary.header["CRINPUT"] = (Path(input_path).name[:68], "input file the crdetect extensions describe")
+            hdus = [primary]
     from .. import __version__
 
     for science, result, cleaned in results:
