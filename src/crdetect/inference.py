@@ -156,7 +156,7 @@ def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: i
         if region.sum() < min_pixels:
             continue
         grown = tuple(slice(max(w.start - 1, 0), w.stop + 1) for w in window)
-        inner = tuple(slice(w.start - g.start, w.start - g.start + (w.stop - w.start)) for w, g in zip(window, grown))
+        inner = tuple(slice(w.start - g.start, w.stop - g.start) for w, g in zip(window, grown))
         box = np.zeros(protected[grown].shape, bool)
         box[inner] = region
         protected[grown] |= ndimage.binary_dilation(box, np.ones((3, 3), bool))

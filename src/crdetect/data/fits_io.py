@@ -230,7 +230,7 @@ def probability_hdu(probability: np.ndarray) -> fits.CompImageHDU:
 
     Lossless float32 is nearly incompressible (the tiny probabilities of sky pixels carry full
     mantissas): 21 MB and 2.1 s of GZIP per DECam CCD. In steps of 1/65534 (at most 7.6e-6 off, far
-    below any threshold a user sets) it takes 1.6 MB and 0.1 s. Readers get floats back (BSCALE/BZERO).
+    below any threshold a user sets) it takes 1.6 MB and 0.3 s. Readers get floats back (BSCALE/BZERO).
     """
     hdu = fits.CompImageHDU(np.array(probability, dtype=np.float32), name="CRPROB", compression_type="RICE_1")
     hdu.scale("int16", bscale=PROBABILITY_BSCALE, bzero=PROBABILITY_BZERO)
