@@ -116,8 +116,8 @@ def test_mask_only_output_holds_the_crdetect_extensions_without_the_input(tiny_c
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: fits.PrimaryHDU(np.zeros(10, np.float32)).writeto(p), "no 2-D image HDU"),
-    (lambda p: fits.PrimaryHDU(np.zeros((2, 3, 4), np.float32)).writeto(p), "no 2-D image HDU"),
+    (lambda p: fits.PrimaryHDU(np.zeros(10, np.float32)).writeto(p), "no 2-D science image HDU"),
+    (lambda p: fits.PrimaryHDU(np.zeros((2, 3, 4), np.float32)).writeto(p), "no 2-D science image HDU"),
     (lambda p: p.write_bytes(b"SIMPLE  = T" + b" " * 100), "corrupt, truncated or not FITS"),
     (lambda p: p.write_text("not a fits file"), "corrupt, truncated or not FITS"),
 ])

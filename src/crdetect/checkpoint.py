@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__
+from .atomic import atomic_output
 from .errors import CheckpointError
 from .models import create_model
 from .models._registry import UnknownModelError
@@ -91,14 +91,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, preprocessing: Pr
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=True) as handle:  # replaced whole (last.pt each epoch), with the umask
+        torch.save(payload, handle)
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -23,6 +24,52 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` are refused up front, not file by file)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (gain, saturation level)."""
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (read noise)."""
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    """argparse type: a threshold between 0 and 1."""
+    value = _finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}")
+    return value
+
+
+def _tile_size(text: str) -> int:
+    """argparse type: a tile side in pixels, or 0 for whole frames."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels (0 for whole frames), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (whole frames) or a tile size in pixels, got {text!r}")
     return value
 
 
@@ -51,9 +98,35 @@ def _expand_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, ``kill``), handled like Ctrl-C: workers stopped, temporary
+    files removed, the summary written, exit status 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _check_detector_options(args: argparse.Namespace, detector) -> None:
+    """Usage errors that need the model (decided before any file is read)."""
+    from .inference import is_untrained_name, shipped_model_names
+
+    if is_untrained_name(args.model) and not args.allow_untrained:
+        raise CRDetectError(f"{args.model!r} is a registry network without trained weights: its masks are "
+                            f"meaningless. Use a shipped model ({', '.join(shipped_model_names())}) or a checkpoint "
+                            "(.pt), or pass --allow-untrained for experiments")
+    if args.tile:
+        margin = detector._margin(None)
+        if args.tile <= 2 * margin:
+            raise CRDetectError(f"--tile {args.tile} is too small for model {detector.name!r}: tiles must be larger "
+                                f"than twice its context margin ({margin} px), i.e. at least {2 * margin + 1}; "
+                                "or --tile 0 for whole frames")
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .data.fits_io import ensure_output_dir
-    from .pipeline import DetectOptions, detector_for, run_dask, run_local, write_summary
+    import signal
+
+    from .pipeline import DetectOptions, detector_for, run_batch
 
     inputs = _expand_inputs(args.files) + ([SAMPLE_FILE] if args.sample else [])
     if not inputs:
@@ -64,15 +137,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             full_frame=args.full_frame,
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile,
-                            precision=args.precision, threads=args.threads, mask_only=args.mask_only)
-    # a bad model name or checkpoint fails once, up front; the serial path reuses this detector
-    detector_for(options)
-    ensure_output_dir(args.out_dir)
-    if args.scheduler:
-        rows = run_dask(inputs, options, args.scheduler, progress=not args.quiet)
-    else:
-        rows = run_local(inputs, options, jobs=args.jobs, progress=not args.quiet)
-    summary = write_summary(rows, args.out_dir)
+                            precision=args.precision, threads=args.threads, mask_only=args.mask_only,
+                            file_masks=not args.no_file_mask)
+    # a bad model name, checkpoint or tile fails once, up front; the serial path reuses this detector
+    _check_detector_options(args, detector_for(options))
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        rows, summary = run_batch(inputs, options, jobs=args.jobs, scheduler=args.scheduler, progress=not args.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failures = [r for r in rows if r["status"].startswith("error")]
     if not args.quiet:
         for row in rows:
@@ -80,12 +153,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 print(f"{Path(row['file']).name}[{row['hdu']}]: {row['cr_pixels']} CR pixels "
                       f"({100 * row['cr_fraction']:.3f} %) -> {row['output']}")
             elif not row["status"].startswith("error"):
-                print(f"{Path(row['file']).name}: {row['status']}")
+                print(f"{Path(row['file']).name}: {row['status']} ({row['output']})")
         print(f"summary: {summary}")
     for row in failures:
         print(f"error: {row['file']}: {row['status'][len('error: '):]}", file=sys.stderr)
     if failures:
-        print(f"{len(failures)} of {len(inputs)} files failed (see {summary})", file=sys.stderr)
+        failed_files = len({row["file"] for row in failures})
+        print(f"{failed_files} of {len(inputs)} files failed (see {summary})", file=sys.stderr)
         return 1
     return 0
 
@@ -199,7 +273,7 @@ def cmd_label(args: argparse.Namespace) -> int:
                                required_header_number)
 
     sciences = [read_science_hdus(path, args.hdu)[0] for path in args.files]
-    header = sciences[0].header
+    header = sciences[0].keywords  # gain and read noise may come from the primary header (INHERIT)
 
     gain = required_header_number(args.gain, header, GAIN_KEYWORDS, "gain", args.files[0])
     read_noise = required_header_number(args.read_noise, header, READ_NOISE_KEYWORDS, "read noise", args.files[0])
@@ -234,19 +308,29 @@ def build_parser() -> argparse.ArgumentParser:
     detect = sub.add_parser("detect", help="detect cosmic rays in FITS files")
     detect.add_argument("files", nargs="*", help="FITS files, directories or glob patterns")
     detect.add_argument("--sample", action="store_true", help="also process the sample frame shipped with crdetect")
-    detect.add_argument("--model", default="default", help="shipped model name, checkpoint path or registry name")
+    detect.add_argument("--model", default="default",
+                        help="shipped model name (default, fast) or checkpoint path (.pt); registry names are "
+                             "untrained networks and need --allow-untrained")
+    detect.add_argument("--allow-untrained", action="store_true",
+                        help="accept a registry network without trained weights (experiments only)")
     detect.add_argument("--out-dir", default="crdetect_out", help="output directory (default: %(default)s)")
-    detect.add_argument("--hdu", default=None, help="HDU index or EXTNAME, or 'all' for every 2-D image HDU "
-                        "(default: the first 2-D image HDU)")
-    detect.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the model's)")
+    detect.add_argument("--hdu", default=None,
+                        help="HDU index or EXTNAME to search (output named <stem>_hdu<HDU>_crmask.fits); default "
+                             "(or 'all'): every science image (each amplifier or CCD); mask, error, variance and "
+                             "weight planes and empty HDUs are never searched")
+    detect.add_argument("--no-file-mask", action="store_true",
+                        help="ignore the file's own bad-pixel/DQ plane (by default its non-zero pixels are never "
+                             "flagged and are kept out of the background and noise estimates)")
+    detect.add_argument("--threshold", type=_probability, default=None,
+                        help="probability threshold, 0 to 1 (default: the model's)")
     detect.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    detect.add_argument("--tile", type=int, default=1024, help="tile size in pixels; 0 for whole frames")
+    detect.add_argument("--tile", type=_tile_size, default=1024, help="tile size in pixels; 0 for whole frames")
     detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")
     detect.add_argument("--full-frame", action="store_true",
                         help="run on every pixel; by default only the header's DATASEC (else TRIMSEC) of raw frames, "
                              "so overscan is never flagged")
-    detect.add_argument("--saturation", type=float, default=None,
+    detect.add_argument("--saturation", type=_positive_float, default=None,
                         help="saturation level (image units); default: header SATURATE/SATLEVEL, else flat "
                              "plateaus at the top of the frame's range. Saturated stars and bleed trails are "
                              "never flagged")
@@ -255,13 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "HDUs (a quarter of the size for float32 CCDs)")
     detect.add_argument("--inpaint", action="store_true",
                         help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
-    detect.add_argument("--gain", type=float, default=None,
+    detect.add_argument("--gain", type=_positive_float, default=None,
                         help="e-/ADU; with --read-noise, scale by the detector's noise instead of the pixels' "
                              "(bias-subtracted frames)")
-    detect.add_argument("--read-noise", type=float, default=None, help="e- (with --gain)")
+    detect.add_argument("--read-noise", type=_non_negative_float, default=None, help="e- (with --gain)")
     detect.add_argument("--noise-from-header", action="store_true",
                         help="take gain and read noise from each HDU's header (GAIN, RDNOISE, ...)")
-    detect.add_argument("--sky", type=float, default=None, help="sky level in ADU (default: robust estimate)")
+    detect.add_argument("--sky", type=_finite_float, default=None, help="sky level in ADU (default: robust estimate)")
     detect.add_argument("--compile", action="store_true",
                         help="torch.compile the network (10-30 s per process; on 2 CPU cores no faster than the "
                              "eager network since BatchNorms are folded: measure with benchmarks/bench_detect.py)")
@@ -368,9 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as err:  # anything unforeseen: one line, the traceback on request
         if args.debug:
             raise

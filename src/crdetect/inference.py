@@ -10,6 +10,7 @@ frame to a multiple of 16 (lost edges, Cosmic-CoNN); neither happens here.
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch.nn as nn
 
 from .checkpoint import CheckpointInfo, load_checkpoint, unwrap_model
 from .errors import InputError
-from .models import check_model_name, create_model
+from .models import create_model
 from .models.layers import fold_batch_norms, pad_to_multiple
 from .preprocessing import FrameStatistics, Preprocessing, frame_statistics
 
@@ -55,6 +56,8 @@ class DetectionResult:
         Threshold used for ``mask``.
     statistics : FrameStatistics
         Sky and noise used to normalise the frame.
+    masked : ndarray of bool or None
+        The input mask (bad pixels given by the caller or the file), never flagged; None if there was none.
     """
 
     probability: np.ndarray
@@ -64,11 +67,54 @@ class DetectionResult:
     protected: np.ndarray
     threshold: float
     statistics: FrameStatistics
+    masked: np.ndarray | None = None
 
     @property
     def cr_fraction(self) -> float:
         """Fraction of pixels flagged as CR."""
         return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """Validate a probability threshold (0 to 1; outside, every pixel or none would be flagged silently)."""
+    if threshold is None:
+        return None
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise InputError(f"threshold must be a number between 0 and 1, got {threshold!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise InputError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
+    return value
+
+
+def split_input_mask(image, mask=None) -> tuple[object, np.ndarray | None]:
+    """Separate the pixels from an input mask given with them or beside them.
+
+    ``image`` may be an array, a ``numpy.ma.MaskedArray``, or an astropy ``CCDData``/``NDData`` (anything
+    with ``.data`` and ``.mask``); ``mask`` (True or non-zero = bad) is combined with the image's own mask.
+    Returns the plain pixels and a boolean mask (None when nothing is masked).
+    """
+    own = None
+    if isinstance(image, np.ma.MaskedArray):
+        own = np.ma.getmaskarray(image)
+        image = image.data
+    elif hasattr(image, "data") and hasattr(image, "mask") and not isinstance(image, np.ndarray):
+        own = None if image.mask is None else np.asarray(image.mask)
+        image = image.data
+    masks = []
+    for candidate, what in ((own, "the image's own mask"), (mask, "mask")):
+        if candidate is None:
+            continue
+        candidate = np.asarray(candidate)
+        if candidate.shape != np.shape(image):
+            raise InputError(f"{what} has shape {candidate.shape} but the image has shape {np.shape(image)}; "
+                             "pass a mask of the image's shape (True or non-zero = bad pixel)")
+        masks.append(candidate != 0)
+    if not masks:
+        return image, None
+    combined = masks[0] if len(masks) == 1 else masks[0] | masks[1]
+    return image, (combined if combined.any() else None)
 
 
 def as_image(image, name: str = "image") -> np.ndarray:
@@ -278,13 +324,15 @@ class CRDetector:
 
     def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                statistics: FrameStatistics | None = None, saturation: float | None = None) -> DetectionResult:
+                statistics: FrameStatistics | None = None, saturation: float | None = None,
+                mask=None) -> DetectionResult:
         """Probability map, mask and diagnostics for one frame.
 
         Parameters
         ----------
-        image : array_like
-            2-D frame in its own units (ADU or electrons; the preprocessing is unit-free).
+        image : array_like, MaskedArray or CCDData
+            2-D frame in its own units (ADU or electrons; the preprocessing is unit-free). The mask of a
+            masked array or ``CCDData`` is honoured like ``mask``.
         threshold : float, optional
             Probability threshold; the detector's default when omitted.
         tile : int or None
@@ -301,37 +349,50 @@ class CRDetector:
             Saturation level (same units as the image, e.g. the FITS ``SATURATE`` keyword): saturated
             stars and bleed trails are never flagged (:func:`saturated_regions`). Omitted, it is read
             off the pixels when the frame has flat plateaus at its maximum (:func:`plateau_saturation`).
+        mask : array_like of bool, optional
+            Input mask of the image's shape (True or non-zero = bad pixel: hot pixels, bad columns, a DQ
+            plane). Masked pixels are never flagged, and are treated like non-finite ones: kept out of
+            the sky, noise and background estimates and replaced by the sky before the network.
         """
+        image, input_mask = split_input_mask(image, mask)
         image = as_image(image)
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         nonfinite = ~np.isfinite(image)
-        if nonfinite.all():
-            raise InputError("the image has no finite pixels (all NaN or inf); nothing to detect")
+        ignored = nonfinite if input_mask is None else nonfinite | input_mask
+        if ignored.all():
+            what = "no finite pixels (all NaN or inf)" if nonfinite.all() else "no finite pixels outside the mask"
+            raise InputError(f"the image has {what}; nothing to detect")
         if nonfinite.any():
             logger.warning("%d non-finite pixels (NaN/inf) are treated as sky and never flagged", nonfinite.sum())
+        if input_mask is not None:
+            # masked pixels become NaN in a working copy: every estimate below already skips non-finite pixels
+            image = np.where(input_mask, np.float32(np.nan), image)
         stats = statistics or frame_statistics(image)
-        normalised = self.preprocessing.normalise(image, stats)
-        logits = self._predict_fitting_memory(normalised, tile, overlap, batch_size)
+        logits = self._predict_fitting_memory(self.preprocessing.normalise(image, stats), tile, overlap, batch_size)
         if saturation is None:
             saturation = plateau_saturation(image)
             if saturation is not None:
                 logger.info("no saturation level given: flat plateaus at %.6g and above are treated as saturated",
                             saturation)
         protected = saturated_regions(image, saturation)
-        logits[nonfinite | protected] = -np.inf
+        never = ignored | protected
+        del ignored, image  # the working copy, if any
+        logits[never] = -np.inf
         probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
-        threshold = self.threshold if threshold is None else float(threshold)
-        mask = (probability >= threshold) & ~nonfinite & ~protected
-        return DetectionResult(probability, mask, nonfinite, logits, protected, threshold, stats)
+        flagged = probability >= threshold
+        flagged &= ~never
+        return DetectionResult(probability, flagged, nonfinite, logits, protected, threshold, stats, input_mask)
 
     def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
-                      batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None) -> np.ndarray:
+                      batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None,
+                      mask=None) -> np.ndarray:
         """CR probability (float32, shape of ``image``); see :meth:`predict` for the parameters."""
-        return self.predict(image, tile=tile, overlap=overlap, batch_size=batch_size,
-                            statistics=statistics).probability
+        return self.predict(image, tile=tile, overlap=overlap, batch_size=batch_size, statistics=statistics,
+                            mask=mask).probability
 
-    def detect(self, image, threshold: float | None = None, **kwargs) -> np.ndarray:
+    def detect(self, image, threshold: float | None = None, mask=None, **kwargs) -> np.ndarray:
         """Boolean CR mask (shape of ``image``); see :meth:`predict` for the parameters."""
-        return self.predict(image, threshold=threshold, **kwargs).mask
+        return self.predict(image, threshold=threshold, mask=mask, **kwargs).mask
 
     @torch.inference_mode()
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -392,7 +453,9 @@ class CRDetector:
         tile_w = min(balanced_tile(pad_w, tile, margin, multiple), pad_w)
         windows = [(y, x) for y in tile_origins(pad_h, tile_h, margin) for x in tile_origins(pad_w, tile_w, margin)]
         total = np.zeros((pad_h, pad_w), np.float32)
-        weight = np.zeros((pad_h, pad_w), np.float32)
+        # how many tile cores cover each pixel (1, or 2-4 where the last tile of a row or column is shifted
+        # back): uint8 counts, a quarter of the memory of a float weight map
+        count = np.zeros((pad_h, pad_w), np.uint8)
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
             batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
@@ -400,8 +463,10 @@ class CRDetector:
                 y0, y1 = _core_window(y, tile_h, pad_h, margin)
                 x0, x1 = _core_window(x, tile_w, pad_w, margin)
                 total[y + y0:y + y1, x + x0:x + x1] += logit[y0:y1, x0:x1]
-                weight[y + y0:y + y1, x + x0:x + x1] += 1.0
-        return (total / weight)[:height, :width]
+                count[y + y0:y + y1, x + x0:x + x1] += 1
+        del padded
+        np.divide(total, count, out=total)
+        return total[:height, :width]
 
 
 def check_precision(precision: str, device: torch.device) -> str:
@@ -438,6 +503,33 @@ def shipped_weights(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def shipped_model_names() -> list[str]:
+    """Names of the trained models shipped in the package (``default`` first)."""
+    names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+    return sorted(names, key=lambda n: n != "default")
+
+
+def unknown_model_message(name: str) -> str:
+    """Why ``name`` is not a model, with the close matches and the shipped (trained) models first."""
+    from .models import list_models
+
+    shipped, untrained = shipped_model_names(), list_models()
+    close = difflib.get_close_matches(name, shipped + untrained, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (f"unknown model {name!r}.{hint} Trained models shipped with crdetect: {', '.join(shipped) or 'none'}; "
+            f"or a checkpoint file (.pt). Untrained registry networks, for experiments only: {', '.join(untrained)} "
+            "(`crdetect models` lists them all)")
+
+
+def is_untrained_name(model) -> bool:
+    """Whether ``model`` names a registry network without weights (neither shipped nor a checkpoint file)."""
+    from .models import list_models
+
+    spec = str(model)
+    return (not isinstance(model, nn.Module) and shipped_weights(spec) is None and not Path(spec).is_file()
+            and spec in list_models())
+
+
 def load_detector(model: str | os.PathLike | nn.Module = "default", device: str | torch.device = "auto",
                   threshold: float | None = None, compile: bool = False, precision: str = "float32") -> CRDetector:
     """Build a :class:`CRDetector` from a shipped model name, a registry name, a checkpoint or a module.
@@ -471,10 +563,11 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
             raise InputError("no default model is shipped with this installation of crdetect; "
                              "pass --model with a checkpoint path")
         else:
-            check_model_name(spec)
+            if not is_untrained_name(spec):
+                raise InputError(unknown_model_message(spec))
             logger.warning("model %r has no trained weights: its predictions are meaningless until trained "
                            "(`crdetect train`)", spec)
             detector = CRDetector(create_model(spec), device=device, name=f"{spec} (untrained)", precision=precision)
     if threshold is not None:
-        detector.threshold = float(threshold)
+        detector.threshold = check_threshold(threshold)
     return detector.compile() if compile else detector

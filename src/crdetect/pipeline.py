@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -45,6 +47,7 @@ class DetectOptions:
     compile: bool = False  # torch.compile the network (pays off over many frames)
     precision: str = "float32"  # or bfloat16 (faster on recent CPUs), float16 (CUDA)
     mask_only: bool = False  # write only the crdetect extensions, not a copy of the input's HDUs
+    file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.ndarray:
@@ -89,33 +92,38 @@ SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATN", "MAXLIN")
 
 
 def header_saturation(header) -> float | None:
-    """Saturation level from the usual FITS keywords, if any."""
+    """Saturation level from the usual FITS keywords, if any (``header``: a FITS header or
+    :attr:`ScienceHDU.keywords <crdetect.data.fits_io.ScienceHDU.keywords>`, which inherits them)."""
     from .data.fits_io import header_number
 
     return header_number(header, SATURATION_KEYWORDS)
 
 
-def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str):
+def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str, mask: np.ndarray | None = None):
     """Sky and noise used to scale a frame, or ``None`` to let the detector estimate them from the pixels.
 
     With gain and read noise (options, or the header with ``noise_from_header``) the noise is the
     detector's, sqrt(sky * gain + read_noise^2) / gain, with the sky given or estimated robustly. The
     pixel estimate is unit-free and usually right; the detector's noise is better where hits or
     sources cover much of the frame (on M51 with 14 % of pixels hit, the pixel estimate is 33 % high).
-    The frame must be bias-subtracted for this (the sky is taken as photons).
+    The frame must be bias-subtracted for this (the sky is taken as photons). Pixels of ``mask`` are
+    left out of the estimates.
     """
     from .data.fits_io import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
     from .preprocessing import FrameStatistics, frame_statistics, noise_from_detector
+
+    def statistics():  # of the unmasked pixels
+        return frame_statistics(image if mask is None else np.where(mask, np.float32(np.nan), image))
 
     if options.noise_from_header or options.gain is not None or options.read_noise is not None:
         keywords_from = header if options.noise_from_header else {}
         gain = required_header_number(options.gain, keywords_from, GAIN_KEYWORDS, "gain", source)
         read_noise = required_header_number(options.read_noise, keywords_from, READ_NOISE_KEYWORDS, "read noise",
                                             source)
-        sky = options.sky if options.sky is not None else frame_statistics(image).sky
+        sky = options.sky if options.sky is not None else statistics().sky
         return FrameStatistics(sky=sky, sigma=noise_from_detector(sky, gain, read_noise))
     if options.sky is not None:
-        return FrameStatistics(sky=options.sky, sigma=frame_statistics(image).sigma)
+        return FrameStatistics(sky=options.sky, sigma=statistics().sigma)
     return None
 
 
@@ -138,7 +146,7 @@ def detector_for(options: DetectOptions):
                            options.precision)
 
 
-def predict_section(detector, image: np.ndarray, section, **kwargs):
+def predict_section(detector, image: np.ndarray, section, mask: np.ndarray | None = None, **kwargs):
     """``detector.predict`` on ``image[section]`` only, embedded in a result of the full frame's shape.
 
     Raw frames carry overscan columns: their edge against the data is a sharp straight step that a CR
@@ -146,50 +154,138 @@ def predict_section(detector, image: np.ndarray, section, **kwargs):
     flagged (probability 0, logit -inf).
     """
     if section is None:
-        return detector.predict(image, **kwargs)
-    inner = detector.predict(image[section], **kwargs)
+        return detector.predict(image, mask=mask, **kwargs)
+    inner = detector.predict(image[section], mask=None if mask is None else mask[section], **kwargs)
 
-    def embed(values: np.ndarray, fill) -> np.ndarray:
+    def embed(values: np.ndarray | None, fill) -> np.ndarray | None:
+        if values is None:
+            return None
         full = np.full(image.shape, fill, values.dtype)
         full[section] = values
         return full
 
     return replace(inner, probability=embed(inner.probability, 0), mask=embed(inner.mask, False),
                    nonfinite=embed(inner.nonfinite, False), logits=embed(inner.logits, -np.inf),
-                   protected=embed(inner.protected, False))
+                   protected=embed(inner.protected, False), masked=embed(inner.masked, False))
 
 
-def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list[dict]:
-    """Detect CRs in one FITS file and write its output; returns one summary row per science HDU."""
-    from .data.fits_io import data_section, output_path_for, read_science_hdus, write_detection
+def hdu_suffix(hdu: str | int | None) -> str:
+    """Output-name suffix: ``_crmask``, or ``_hdu<N>_crmask`` when one HDU was picked with ``--hdu``, so that
+    runs on different amplifiers of one file write different outputs."""
+    if hdu is None or hdu == "all":
+        return "_crmask"
+    return "_hdu" + re.sub(r"[^A-Za-z0-9.+-]", "_", str(hdu)) + "_crmask"
+
+
+def plan_outputs(paths: list[Path], options: DetectOptions) -> list[Path]:
+    """The output file of each input: ``OUT_DIR/<stem>_crmask.fits``, or, where two inputs of the batch
+    have the same stem in different directories (``a/frame.fits``, ``b/frame.fits``), the input
+    directories mirrored below ``OUT_DIR`` from their common parent (``OUT_DIR/a/frame_crmask.fits``).
+
+    Raises
+    ------
+    CRDetectError
+        Two inputs of one directory would still share an output (``x.fits`` and ``x.fits.fz``): decided
+        before any work, so nothing is overwritten or skipped by mistake.
+    """
+    from .data.fits_io import output_path_for
+
+    suffix = hdu_suffix(options.hdu)
+    flat = [output_path_for(p, options.out_dir, suffix) for p in paths]
+    if len(set(flat)) == len(flat):
+        return flat
+    parents = [Path(os.path.abspath(p)).parent for p in paths]
+    root = Path(os.path.commonpath(parents))
+    mirrored = [output_path_for(p, Path(options.out_dir) / parent.relative_to(root), suffix)
+                for p, parent in zip(paths, parents)]
+    first: dict[Path, Path] = {}
+    for path, out in zip(paths, mirrored):
+        if out in first:
+            raise CRDetectError(f"{str(first[out])!r} and {str(path)!r} would both be written to {str(out)!r}; "
+                                "process them in separate runs with different --out-dir")
+        first[out] = path
+    logger.info("inputs with the same name in different directories: outputs mirror the input directories "
+                "below %s (from %s)", options.out_dir, root)
+    return mirrored
+
+
+SUMMARY_COLUMNS = ["file", "hdu", "shape", "cr_pixels", "cr_fraction", "nonfinite_pixels", "masked_pixels",
+                   "seconds", "status", "output"]
+
+
+def rows_from_output(out_path: Path, base: dict) -> list[dict]:
+    """Summary rows of an output written earlier (restarts with ``--skip-existing``), from its headers."""
+    from .data.fits_io import open_fits
+
+    rows = []
+    try:
+        with open_fits(out_path) as hdul:
+            for hdu in hdul:
+                if hdu.name != "CRMASK":
+                    continue
+                header = hdu.header
+                height, width = header.get("NAXIS2", 0), header.get("NAXIS1", 0)
+                label = f"{header.get('CRSCIEXT')}:{header['CRSCINAM']}" if header.get("CRSCINAM") else \
+                    str(header.get("CRSCIEXT", ""))
+                rows.append({**base, "hdu": label, "shape": f"{height}x{width}", "cr_pixels": header.get("CRNPIX", ""),
+                             "cr_fraction": header.get("CRNPIX", 0) / max(height * width, 1),
+                             "nonfinite_pixels": header.get("CRNBAD", ""), "masked_pixels": header.get("CRNMASK", ""),
+                             "status": "skipped (output exists)"})
+    except CRDetectError as err:
+        return [{**base, "status": f"error: the existing output cannot be read ({err}); remove it or pass --overwrite"}]
+    return rows or [{**base, "status": "skipped (output exists)"}]
+
+
+def detect_file(path: str | Path, options: DetectOptions, detector=None, out_path: Path | None = None) -> list[dict]:
+    """Detect CRs in one FITS file and write its output; returns one summary row per science HDU.
+
+    The file is checked whole (headers, length) before any detection; its science images are then
+    read, searched and appended to the output one at a time, so memory holds one image and its result.
+    """
+    from .data.fits_io import (crdetect_extensions, data_section, detection_output, open_fits, output_path_for,
+                               read_science, select_science)
 
     path = Path(path)
-    out_path = output_path_for(path, options.out_dir)
+    out_path = Path(out_path) if out_path is not None else output_path_for(path, options.out_dir,
+                                                                            hdu_suffix(options.hdu))
     started = time.perf_counter()
     base = {"file": str(path), "output": str(out_path)}
     try:
         if out_path.exists() and options.skip_existing:
-            return [{**base, "status": "skipped (output exists)"}]
+            return rows_from_output(out_path, base)
         if out_path.exists() and not options.overwrite:
             raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
                                 "(or --skip-existing to keep it)")
         detector = detector or detector_for(options)
-        results, rows = [], []
-        for science in read_science_hdus(path, options.hdu):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                section = None if options.full_frame else data_section(science.header, science.data.shape)
-                pixels = science.data if section is None else science.data[section]
-                statistics = frame_noise(pixels, science.header, options, f"{path}[{science.label}]")
-                result = predict_section(detector, science.data, section, tile=options.tile, statistics=statistics,
-                                         saturation=options.saturation or header_saturation(science.header))
-            cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
-            results.append((science, result, cleaned))
-            rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),
-                         "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
-                         "nonfinite_pixels": int(result.nonfinite.sum()), "status": "ok"})
-        write_detection(path, out_path, results, detector.name, overwrite=options.overwrite,
-                        precision=detector.precision, copy_input=not options.mask_only)
+        rows = []
+        with open_fits(path) as hdul:
+            plans = select_science(hdul, options.hdu, options.file_masks, path)
+            # EXTVER pairs each CRMASK with its science HDU's index; shifted by one when the primary HDU is
+            # searched too, since EXTVER 0 is not found by fits.getdata(out, "CRMASK")
+            shift = 1 if any(plan.index == 0 for plan in plans) else 0
+            with detection_output(path, hdul, out_path, copy_input=not options.mask_only,
+                                  overwrite=options.overwrite) as append:
+                for plan in plans:
+                    science = read_science(hdul, plan, path)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        section = None if options.full_frame else data_section(science.header, science.data.shape)
+                        pixels = science.data if section is None else science.data[section]
+                        statistics = frame_noise(pixels, science.keywords, options, f"{path}[{science.label}]",
+                                                 None if science.mask is None else
+                                                 (science.mask if section is None else science.mask[section]))
+                        result = predict_section(detector, science.data, section, mask=science.mask,
+                                                 tile=options.tile, statistics=statistics,
+                                                 saturation=options.saturation or header_saturation(science.keywords))
+                    cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
+                    append(crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
+                                               extver=science.index + shift))
+                    rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),
+                                 "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
+                                 "nonfinite_pixels": int(result.nonfinite.sum()),
+                                 "masked_pixels": 0 if science.mask is None else int(science.mask.sum()),
+                                 "status": "ok"})
+                    del science, result, cleaned  # one image in memory at a time
         seconds = time.perf_counter() - started
         for row in rows:
             row["seconds"] = round(seconds, 3)
@@ -200,31 +296,165 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None) -> list
         return [{**base, "status": f"error: {message}"}]
 
 
+class BatchSummary:
+    """``summary.csv`` of a batch: every file listed from the start ("pending"), rewritten atomically as
+    files finish (at most every ``interval`` seconds, and at the end), so that even a run killed with
+    SIGKILL leaves a summary naming every file of the batch and what became of it."""
+
+    def __init__(self, paths: list[Path], outputs: list[Path], out_dir: str | Path, interval: float = 5.0) -> None:
+        self.path = Path(out_dir) / "summary.csv"
+        self.rows: list[list[dict]] = [[{"file": str(p), "output": str(o), "status": "pending"}]
+                                       for p, o in zip(paths, outputs)]
+        self.interval = interval
+        self._written = 0.0
+
+    def record(self, index: int, rows: list[dict]) -> None:
+        """The rows of file ``index`` (in the batch's order)."""
+        self.rows[index] = rows
+        if time.monotonic() - self._written >= self.interval:
+            self.write()
+
+    def close(self, interrupted: bool = False) -> list[dict]:
+        """Mark what was not processed (on interruption), write the final summary, return every row."""
+        if interrupted:
+            for rows in self.rows:
+                for row in rows:
+                    if row["status"] == "pending":
+                        row["status"] = "not processed (interrupted)"
+        self.write()
+        return [row for rows in self.rows for row in rows]
+
+    def write(self) -> None:
+        import csv
+        import io
+
+        from .atomic import atomic_output
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: row.get(k, "") for k in SUMMARY_COLUMNS} for rows in self.rows for row in rows)
+        with atomic_output(self.path, overwrite=True) as handle:
+            handle.write(text.getvalue().encode())
+        self._written = time.monotonic()
+
+
+def run_batch(paths: list[Path], options: DetectOptions, jobs: int = 1, scheduler: str | None = None,
+              progress: bool = True) -> tuple[list[dict], Path]:
+    """Detect CRs in many files: plan distinct outputs, clean what a killed run left, keep a summary.
+
+    Returns every summary row (one per science HDU, or per skipped/failed file) and the summary's path.
+    On an interruption (Ctrl-C, SIGTERM turned into ``KeyboardInterrupt`` by the CLI) the workers are
+    stopped, their temporary files removed, the summary written with the unprocessed files marked, and
+    the interruption re-raised.
+    """
+    from .atomic import remove_stale_temporaries
+    from .data.fits_io import ensure_output_dir
+
+    outputs = plan_outputs(paths, options)
+    for directory in sorted({o.parent for o in outputs}):
+        ensure_output_dir(directory)
+        remove_stale_temporaries(directory)
+    summary = BatchSummary(paths, outputs, options.out_dir)
+    summary.write()
+    try:
+        if scheduler:
+            run_dask(paths, outputs, options, scheduler, summary.record, progress)
+        else:
+            run_local(paths, outputs, options, summary.record, jobs, progress)
+    except BaseException:
+        summary.close(interrupted=True)
+        raise
+    return summary.close(), summary.path
+
+
 def _worker_options(options: DetectOptions) -> DetectOptions:
     """Options for worker processes: one torch thread each unless asked otherwise (workers share cores)."""
     return DetectOptions(**{**asdict(options), "threads": options.threads or 1})
 
 
-def run_local(paths: list[Path], options: DetectOptions, jobs: int = 1, progress: bool = True) -> list[dict]:
-    """Process files in this process (``jobs=1``) or in ``jobs`` worker processes."""
+def _worker_start(parent: int) -> None:
+    """Set up a worker process so that it never outlives its batch.
+
+    A scheduler ends a job by signalling its main process (SIGTERM, then SIGKILL). The parent stops its
+    workers with SIGTERM, on which a worker removes its temporary file and exits at once; if the parent
+    dies without doing so (SIGKILL), a watcher thread sees the worker re-parented and does the same.
+    Ctrl-C reaches every process of the terminal: the workers leave it to the parent.
+    """
+    import signal
+    import threading
+
+    from .atomic import remove_open_temporaries
+
+    def terminate(signum, frame):
+        remove_open_temporaries()
+        os._exit(128 + signum)
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.25)
+        remove_open_temporaries()
+        os._exit(1)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, terminate)
+    threading.Thread(target=watch_parent, name="crdetect-parent-watch", daemon=True).start()
+
+
+def _stop_workers() -> None:
+    """Terminate this process's worker processes (they remove their temporary files) and reap them."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join(timeout=5)
+
+
+def run_local(paths: list[Path], outputs: list[Path], options: DetectOptions, record, jobs: int = 1,
+              progress: bool = True) -> None:
+    """Process files in this process (``jobs=1``) or in ``jobs`` worker processes; ``record(i, rows)``
+    receives the rows of file ``i`` as it finishes."""
     from tqdm import tqdm
 
     if jobs <= 1:
         detector = detector_for(options)
-        return [row for p in tqdm(paths, desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
-                for row in detect_file(p, options, detector)]
-    from concurrent.futures import ProcessPoolExecutor
-
+        for i, (path, out) in enumerate(tqdm(list(zip(paths, outputs)), desc="crdetect", unit="file",
+                                             disable=not progress or len(paths) < 2)):
+            record(i, detect_file(path, options, detector, out))
+        return
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn: torch and forked OpenMP thread pools do not mix
-    options = _worker_options(options)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(detect_file, p, options) for p in paths]
-        return [row for f in tqdm(futures, desc="crdetect", unit="file", disable=not progress) for row in f.result()]
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                               initargs=(os.getpid(),))
+    try:
+        worker_options = _worker_options(options)
+        futures = {pool.submit(detect_file, p, worker_options, None, o): i
+                   for i, (p, o) in enumerate(zip(paths, outputs))}
+        for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect", unit="file",
+                           disable=not progress):
+            index = futures[future]
+            try:
+                record(index, future.result())
+            except BrokenProcessPool:
+                record(index, [{"file": str(paths[index]), "output": str(outputs[index]),
+                                "status": "error: a worker process died (out of memory?); rerun with fewer --jobs"}])
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        _stop_workers()
+        raise
+    pool.shutdown(wait=True)
 
 
-def run_dask(paths: list[Path], options: DetectOptions, scheduler: str, progress: bool = True) -> list[dict]:
+def run_dask(paths: list[Path], outputs: list[Path], options: DetectOptions, scheduler: str, record,
+             progress: bool = True) -> None:
     """Process files on a Dask cluster (``scheduler`` address, or ``"local"`` for a local cluster)."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -236,28 +466,17 @@ def run_dask(paths: list[Path], options: DetectOptions, scheduler: str, progress
     client = Client(cluster or scheduler)
     try:
         options = _worker_options(options)
-        futures = client.map(detect_file, [str(p) for p in paths], options=options, pure=False)
-        rows = []
-        for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect (dask)", disable=not progress):
-            rows += future.result()
-        order = {str(p): i for i, p in enumerate(paths)}
-        return sorted(rows, key=lambda r: order[r["file"]])
+        futures = client.map(detect_file, [str(p) for p in paths], [options] * len(paths), [None] * len(paths),
+                             [str(o) for o in outputs], pure=False)
+        index = {future.key: i for i, future in enumerate(futures)}
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect (dask)",
+                               disable=not progress):
+                record(index[future.key], future.result())
+        except BaseException:
+            client.cancel(futures)
+            raise
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def write_summary(rows: list[dict], out_dir: str | Path) -> Path:
-    """``summary.csv`` in the output directory: one row per HDU (or per failed/skipped file)."""
-    import csv
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    columns = ["file", "hdu", "shape", "cr_pixels", "cr_fraction", "nonfinite_pixels", "seconds", "status", "output"]
-    path = out / "summary.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows({k: row.get(k, "") for k in columns} for row in rows)
-    return path

@@ -67,11 +67,22 @@ def frame_statistics(image: np.ndarray) -> FrameStatistics:
     inference see the same numbers).
     """
     image = np.asarray(image)
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
+    finite_count = int(np.count_nonzero(np.isfinite(image)))
+    if finite_count == 0:
         raise InputError("the image has no finite pixels (all NaN or inf); nothing to detect")
     row_step = max(1, image.shape[0] * image.shape[1] // _MAX_STATISTICS_PIXELS) if image.ndim == 2 else 1
-    sample = finite[:: max(1, finite.size // _MAX_STATISTICS_PIXELS)].astype(np.float64)
+    # every k-th finite pixel, gathered a block of rows at a time: a full copy of the finite pixels
+    # would cost 4 bytes per pixel of memory on a frame of 100 Mpix
+    step = max(1, finite_count // _MAX_STATISTICS_PIXELS)
+    flat = image.reshape(-1)
+    pieces, seen = [], 0
+    for start in range(0, flat.size, 1 << 22):
+        block = flat[start:start + (1 << 22)]
+        block = block[np.isfinite(block)]
+        first = (-seen) % step  # keeps the positions in the finite sequence multiples of step
+        pieces.append(block[first::step])
+        seen += block.size
+    sample = np.concatenate(pieces).astype(np.float64)
     _, median, _ = sigma_clipped_stats(sample, sigma=3.0, maxiters=5)
     if image.ndim == 2 and image.shape[1] > 1:
         rows = image[::row_step].astype(np.float64)
@@ -136,7 +147,9 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
     """
     if window < _BACKGROUND_BLOCK:
         raise ValueError(f"local background window must be >= {_BACKGROUND_BLOCK} px, got {window}")
-    image = np.where(np.isfinite(image), image, np.float32(fill)).astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        image = np.where(np.isfinite(image), image, np.float32(fill))
+    image = image.astype(np.float32, copy=False)
     block = _BACKGROUND_BLOCK
     height, width = image.shape
     pad_h, pad_w = -height % block, -width % block
@@ -213,14 +226,21 @@ class Preprocessing:
         if stats is None:
             stats = frame_statistics(image)
         out = np.array(image, dtype=np.float32, copy=True)
+        nonfinite = ~np.isfinite(out)
+        has_nonfinite = bool(nonfinite.any())
         if self.subtract_sky and self.local_background is not None:
+            # non-finite (and masked) pixels count as sky; filled here so the background needs no copy
+            if has_nonfinite:
+                out[nonfinite] = np.float32(stats.sky)
             for plane in out.reshape(-1, *out.shape[-2:]):  # views: stacked frames get one background each
                 plane -= local_background(plane, self.local_background, fill=stats.sky)
         elif self.subtract_sky:
             out -= np.float32(stats.sky)
         out /= np.float32(stats.sigma if self.scale == "noise" else self.fixed_scale)
         if self.asinh_softening is not None:
-            s = np.float32(self.asinh_softening)
-            np.arcsinh(out / s, out=out)
-        out[~np.isfinite(out)] = 0.0
+            out /= np.float32(self.asinh_softening)  # in place: asinh(x / s) without a temporary frame
+            np.arcsinh(out, out=out)
+        if has_nonfinite:
+            out[nonfinite] = 0.0
+        out[~np.isfinite(out)] = 0.0  # overflow of huge values
         return out

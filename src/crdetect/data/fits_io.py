@@ -1,16 +1,35 @@
-"""FITS in, FITS out: read science HDUs safely, write CR masks and probabilities atomically.
+"""FITS in, FITS out: find the science images of a file, read them safely, write CR masks atomically.
 
-The input file is opened read-only and never written. Outputs are a new file holding the original
-HDUs unchanged plus, for each science HDU, a ``CRMASK`` (uint8) and a ``CRPROB`` (float32,
-losslessly compressed) extension whose headers say which model and threshold made them.
+The input file is opened read-only and never written. What each kind of HDU becomes:
+
+- **Science images** (2-D, non-empty, not named or typed as anything else) are searched for CRs:
+  by default every one of them (each amplifier of a raw multi-extension frame, each CCD of a mosaic).
+- **Empty HDUs** (no data, or a zero axis such as the ``NAXIS1 = NAXIS2 = 0`` primary of many raw files)
+  and **tables** are copied, never searched.
+- **Mask planes** (EXTNAME DQ, BPM, MASK, BADPIX, FLAGS, QUALITY...; any 8-bit plane; integer planes that
+  are mostly zeros) are never searched; the one that belongs to a science image (same EXTVER, or the
+  only one of the science image's shape) is its input mask: its non-zero pixels are never flagged and are
+  kept out of the background and noise estimates.
+- **Error, variance, weight, exposure and sky planes** (ERR, VAR, IVAR, WHT, EXP, SKY...) are never searched.
+
+Outputs are a new file: the input's HDUs copied *byte for byte* (integers with their BZERO/BSCALE,
+tile-compressed HDUs with their compression; a gzipped input is decompressed) followed by, for each
+searched science image, a ``CRMASK`` (uint8) and a ``CRPROB`` (16-bit quantised probability)
+extension whose headers say which model and threshold made them. The output is built HDU by HDU, so
+only one science image is in memory at a time.
 """
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
+import io
 import logging
 import os
-import tempfile
+import re
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,41 +37,226 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
+from ..atomic import atomic_output
 from ..errors import InputError, OutputError
 
 logger = logging.getLogger(__name__)
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz", ".fit.gz", ".fz")
+FITS_BLOCK = 2880
+
+#: EXTNAMEs of bad-pixel and data-quality planes (non-zero = bad), used as input masks.
+MASK_NAMES = frozenset({"DQ", "BPM", "BPMASK", "MASK", "BADPIX", "BPIX", "FLAGS", "FLAG", "QUALITY", "QUAL",
+                        "DQMASK", "BADPIXELS"})
+#: EXTNAMEs of planes that describe a science image without being one (never searched for CRs).
+AUXILIARY_NAMES = frozenset({"ERR", "ERROR", "ERRORS", "SIGMA", "UNCERT", "UNCERTAINTY", "UNC", "VAR", "VARIANCE",
+                             "IVAR", "INVVAR", "WHT", "WEIGHT", "WEIGHTS", "RMS", "NOISE", "EXP", "EXPMAP",
+                             "EXPOSURE", "CTX", "CON", "SAMP", "TIME", "SKY", "SKYFIT", "BKG", "BACK", "BACKGROUND",
+                             "MODEL", "OBJMASK", "SEGM", "SEGMENTATION", "CONF", "CONFIDENCE",
+                             "CRMASK", "CRPROB", "CLEANED", "IGNORE"})
+
+#: Keywords that extensions inherit from the primary header when they lack them (the INHERIT convention;
+#: raw multi-amplifier files often give the read noise or saturation only there). Sections never are.
+INHERITED_KEYWORDS = frozenset({"GAIN", "EGAIN", "ATODGAIN", "CCDGAIN", "RDNOISE", "READNOIS", "RON", "READNOISE",
+                                "SATURATE", "SATLEVEL", "SATURATN", "MAXLIN"})
+
+
+class InheritedHeader:
+    """Read-only view of an extension's header that falls back on the primary header for
+    :data:`INHERITED_KEYWORDS`, unless the extension says ``INHERIT = F``."""
+
+    def __init__(self, own: fits.Header, primary: fits.Header | None) -> None:
+        self.own = own
+        self.primary = primary if own.get("INHERIT", True) is not False else None
+
+    def get(self, key: str, default=None):
+        if key in self.own:
+            return self.own[key]
+        if self.primary is not None and key.upper() in INHERITED_KEYWORDS and key in self.primary:
+            return self.primary[key]
+        return default
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
 
 
 @dataclass
 class ScienceHDU:
-    """One 2-D image read from a FITS file, as float32 in native byte order."""
+    """One 2-D science image read from a FITS file, as float32 in native byte order.
+
+    Attributes
+    ----------
+    index, name : int, str
+        Position and EXTNAME of the HDU in its file.
+    data : ndarray of float32
+        The pixels (integers scaled by BZERO/BSCALE).
+    header : fits.Header
+        The HDU's own header.
+    primary_header : fits.Header or None
+        The file's primary header, for keywords the extension inherits (:attr:`keywords`).
+    mask : ndarray of bool or None
+        The file's own bad-pixel/DQ plane for this image (non-zero = bad), if it has one.
+    mask_index : int or None
+        Where that plane is in the file.
+    """
 
     index: int
     name: str
     data: np.ndarray
     header: fits.Header
+    primary_header: fits.Header | None = None
+    mask: np.ndarray | None = None
+    mask_index: int | None = None
 
     @property
     def label(self) -> str:
         return f"{self.index}:{self.name}" if self.name else str(self.index)
+
+    @property
+    def keywords(self) -> InheritedHeader:
+        """The header with gain, read noise and saturation inherited from the primary where missing."""
+        return InheritedHeader(self.header, None if self.index == 0 else self.primary_header)
 
 
 def _is_image(hdu) -> bool:
     return isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
 
 
+def _image_shape(hdu) -> tuple[int, ...]:
+    """Shape of an image HDU from its header (numpy order), without reading the data."""
+    header = hdu.header
+    return tuple(int(header.get(f"NAXIS{i}", 0)) for i in range(int(header.get("NAXIS", 0)), 0, -1))
+
+
 def _describe(hdul: fits.HDUList) -> str:
     parts = []
     for i, hdu in enumerate(hdul):
-        shape = "x".join(str(n) for n in reversed(hdu.shape)) if _is_image(hdu) and hdu.shape else "no image"
-        parts.append(f"{i}:{hdu.name or '-'} ({shape})")
+        shape = _image_shape(hdu) if _is_image(hdu) else ()
+        text = "x".join(str(n) for n in reversed(shape)) if shape and all(shape) else "no image"
+        parts.append(f"{i}:{hdu.name or '-'} ({text})")
     return ", ".join(parts)
 
 
+def _base_name(name: str) -> str:
+    """EXTNAME without a trailing number (``DQ1``, ``VAR_2`` -> ``DQ``, ``VAR``)."""
+    return re.sub(r"[_\-]?\d+$", "", (name or "").strip().upper())
+
+
+def hdu_role(hdu) -> str:
+    """What an HDU holds, from its header: ``"science"``, ``"mask"``, ``"auxiliary"``, ``"empty"``,
+    ``"table"`` or ``"not 2-D"``.
+
+    ``"science"`` here means *a candidate*: :func:`select_science` also turns away integer planes that
+    are mostly zeros (unnamed masks), which needs the data.
+    """
+    if not _is_image(hdu):
+        return "table"
+    shape = _image_shape(hdu)
+    if not shape or 0 in shape:
+        return "empty"
+    if len(shape) != 2:
+        return "not 2-D"
+    base = _base_name(hdu.name)
+    if base in MASK_NAMES or hdu.header.get("BITPIX") == 8:
+        return "mask"
+    if base in AUXILIARY_NAMES:
+        return "auxiliary"
+    return "science"
+
+
+def _looks_like_mask(hdu) -> bool:
+    """An unscaled integer plane with most pixels exactly 0: a bit mask, not a frame (raw frames sit on a bias)."""
+    header = hdu.header
+    if header.get("BITPIX", -32) < 0 or header.get("BZERO", 0) != 0 or header.get("BSCALE", 1) != 1:
+        return False
+    data = hdu.data
+    zero_fraction = float(np.count_nonzero(data == 0)) / data.size
+    del hdu.data  # read again if it is science after all; keeps memory to one plane
+    return zero_fraction > 0.5
+
+
+@dataclass(frozen=True)
+class SciencePlan:
+    """One science image to search and the mask plane that goes with it."""
+
+    index: int
+    mask_index: int | None = None
+
+
+def _matching_mask(hdul: fits.HDUList, index: int, masks: list[int], single_science: bool) -> int | None:
+    """The mask plane of science HDU ``index``: same EXTVER and shape, else the only one of its shape."""
+    shape = _image_shape(hdul[index])
+    same_shape = [m for m in masks if _image_shape(hdul[m]) == shape]
+    if index > 0:
+        same_version = [m for m in same_shape if hdul[m].ver == hdul[index].ver]
+        if len(same_version) == 1:
+            return same_version[0]
+    return same_shape[0] if single_science and len(same_shape) == 1 else None
+
+
+def select_science(hdul: fits.HDUList, hdu: str | int | None = None, use_file_masks: bool = True,
+                   path: str | os.PathLike = "") -> list[SciencePlan]:
+    """The science images of an open FITS file to search, each with its mask plane (if any).
+
+    Parameters
+    ----------
+    hdul : HDUList
+        The open file.
+    hdu : int, str or None
+        ``None`` or ``"all"``: every science image (see the module's docstring for what is not one).
+        An index or EXTNAME picks that HDU, whatever its name says (it must hold a 2-D image).
+    use_file_masks : bool
+        Pair each science image with the file's own mask plane.
+    path : path
+        For messages.
+
+    Raises
+    ------
+    InputError
+        No science image, or the requested HDU does not exist or holds no 2-D image.
+    """
+    roles = [hdu_role(h) for h in hdul]
+    masks = [i for i, role in enumerate(roles) if role == "mask"] if use_file_masks else []
+    if hdu is None or hdu == "all":
+        selected = []
+        for i, role in enumerate(roles):
+            if role != "science":
+                continue
+            if _looks_like_mask(hdul[i]):
+                logger.info("%s[%d]: an integer plane of mostly zeros, taken for a mask (not searched)", path, i)
+                masks += [i] if use_file_masks else []
+                continue
+            selected.append(i)
+        if not selected:
+            raise InputError(f"{str(path)!r} has no 2-D science image HDU (HDUs: {_describe(hdul)}); "
+                             "pick one with --hdu if it is there")
+    else:
+        key = int(hdu) if isinstance(hdu, int) or str(hdu).lstrip("-").isdigit() else str(hdu)
+        try:
+            index = hdul.index_of(key)
+        except (KeyError, IndexError):
+            raise InputError(f"{str(path)!r} has no HDU {hdu!r}; HDUs are: {_describe(hdul)}") from None
+        if isinstance(key, int) and not -len(hdul) <= key < len(hdul):
+            raise InputError(f"{str(path)!r} has no HDU {hdu!r}; HDUs are: {_describe(hdul)}")
+        index = index if index >= 0 else len(hdul) + index
+        if roles[index] in ("table", "empty"):
+            raise InputError(f"HDU {index} of {str(path)!r} holds no image data; pick another with --hdu "
+                             f"(HDUs: {_describe(hdul)})")
+        if roles[index] == "not 2-D":
+            shape = _image_shape(hdul[index])
+            raise InputError(f"HDU {index} of {str(path)!r} is {len(shape)}-D (shape {shape}); crdetect needs "
+                             "2-D images: pick a 2-D HDU with --hdu or split the cube")
+        selected = [index]
+    single = len(selected) == 1
+    return [SciencePlan(i, _matching_mask(hdul, i, [m for m in masks if m != i], single)) for i in selected]
+
+
 def open_fits(path: str | os.PathLike) -> fits.HDUList:
-    """Open ``path`` read-only with a clear error when it is missing or not a valid FITS file."""
+    """Open ``path`` read-only with a clear error when it is missing, not FITS, corrupt or truncated.
+
+    Every header is read now, and the file's length is checked against what the headers promise, so a
+    file cut inside a later HDU fails here, before any work is done on the earlier ones.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{str(path)!r} does not exist")
@@ -60,11 +264,63 @@ def open_fits(path: str | os.PathLike) -> fits.HDUList:
         raise InputError(f"{str(path)!r} is a directory; pass FITS files (or a directory to `crdetect detect`)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)  # non-standard cards are common and harmless
+            # non-standard cards are common and harmless; truncation is checked below
+            warnings.simplefilter("ignore", AstropyWarning)
             hdul = fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=False)
-    except (OSError, ValueError, TypeError, EOFError) as err:
+    except (OSError, ValueError, TypeError, EOFError, IndexError) as err:
         raise InputError(f"cannot read {str(path)!r} as FITS ({err}); the file is corrupt, truncated or not FITS") from None
+    try:
+        fits_end(hdul, path)
+    except BaseException:
+        hdul.close()
+        raise
     return hdul
+
+
+def _raw_stream(path: str | os.PathLike):
+    """The file's FITS bytes as a binary stream: decompressed when the file is gzip or bzip2."""
+    with open(path, "rb") as probe:
+        magic = probe.read(3)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic == b"BZh":
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def fits_end(hdul: fits.HDUList, path: str | os.PathLike) -> tuple[int, int]:
+    """Byte length of the FITS data in ``path`` (its HDUs with their padding) and of the file's stream.
+
+    Raises
+    ------
+    InputError
+        The stream ends inside an HDU's data (a truncated or corrupt file), naming the HDU.
+    """
+    with _raw_stream(path) as stream:
+        length = stream.seek(0, io.SEEK_END)
+    end = 0
+    for i, hdu in enumerate(hdul):
+        info = hdu.fileinfo()
+        end = info["datLoc"] + info["datSpan"]
+        if length >= end:
+            continue
+        missing_padding_only = i == len(hdul) - 1 and length > end - FITS_BLOCK and _data_readable(hdu)
+        if not missing_padding_only:
+            raise InputError(f"{str(path)!r} is corrupt or truncated: HDU {i} ({hdu.name or '-'}) needs "
+                             f"{end:,} bytes, the file has {length:,}; get a complete copy")
+    return end, length
+
+
+def _data_readable(hdu) -> bool:
+    """Whether astropy can read an HDU's data (the last one may lack its final padding, which is harmless)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            hdu.data  # noqa: B018 -- reading is the test
+        del hdu.data
+        return True
+    except Exception:  # astropy raises several types on short data
+        return False
 
 
 def _to_float32(data: np.ndarray, where: str) -> np.ndarray:
@@ -76,57 +332,54 @@ def _to_float32(data: np.ndarray, where: str) -> np.ndarray:
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
-def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None) -> list[ScienceHDU]:
-    """Read the science image(s) of a FITS file.
+def read_science(hdul: fits.HDUList, plan: SciencePlan, path: str | os.PathLike = "") -> ScienceHDU:
+    """Read one planned science image (and its mask plane) from an open file.
+
+    The HDU's cached data are dropped afterwards, so a file of many CCDs holds one at a time.
+    """
+    hdu = hdul[plan.index]
+    where = f"{Path(path).name}[{plan.index}]"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AstropyWarning)
+            if hdu.data is None:
+                raise InputError(f"HDU {plan.index} of {str(path)!r} holds no image data; pick another with --hdu")
+            data = _to_float32(hdu.data, where)
+            mask = None
+            if plan.mask_index is not None:
+                mask = np.asarray(hdul[plan.mask_index].data) != 0
+                del hdul[plan.mask_index].data
+    except (OSError, ValueError, TypeError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(f"cannot read the data of {str(path)!r} ({err}); the file is corrupt or truncated") from None
+    del hdu.data
+    if mask is not None:
+        logger.info("%s: using HDU %d (%s) as the input mask: %d bad pixels are never flagged", where,
+                    plan.mask_index, hdul[plan.mask_index].name, int(mask.sum()))
+    return ScienceHDU(plan.index, hdu.name, data, hdu.header.copy(), hdul[0].header, mask, plan.mask_index)
+
+
+def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None,
+                      use_file_masks: bool = True) -> list[ScienceHDU]:
+    """Read the science image(s) of a FITS file (all at once; :func:`select_science` says which).
 
     Parameters
     ----------
     path : path
         FITS file (plain, gzipped or tile-compressed).
     hdu : int, str or None
-        ``None``: the first HDU holding a 2-D image. An index or EXTNAME picks one HDU.
-        ``"all"``: every 2-D image HDU (all CCDs of a mosaic exposure), excluding crdetect's own
-        ``CRMASK``/``CRPROB`` outputs.
+        ``None`` or ``"all"``: every science image. An index or EXTNAME picks one HDU.
+    use_file_masks : bool
+        Attach the file's own mask plane to each science image (:attr:`ScienceHDU.mask`).
 
     Raises
     ------
     InputError
-        Missing file, not FITS, the HDU does not exist or does not hold a 2-D image.
+        Missing file, not FITS, truncated, the HDU does not exist or does not hold a 2-D image.
     """
     with open_fits(path) as hdul:
-        try:
-            if hdu is None or hdu == "all":
-                selected = [i for i, h in enumerate(hdul)
-                            if _is_image(h) and h.header.get("NAXIS", 0) == 2 and h.name not in ("CRMASK", "CRPROB")]
-                if not selected:
-                    raise InputError(f"{str(path)!r} has no 2-D image HDU (HDUs: {_describe(hdul)})")
-                if hdu is None:
-                    selected = selected[:1]
-            else:
-                key = int(hdu) if isinstance(hdu, int) or str(hdu).lstrip("-").isdigit() else str(hdu)
-                try:
-                    index = hdul.index_of(key)
-                except (KeyError, IndexError):
-                    raise InputError(f"{str(path)!r} has no HDU {hdu!r}; HDUs are: {_describe(hdul)}") from None
-                if isinstance(key, int) and not -len(hdul) <= key < len(hdul):
-                    raise InputError(f"{str(path)!r} has no HDU {hdu!r}; HDUs are: {_describe(hdul)}")
-                selected = [index if index >= 0 else len(hdul) + index]
-            result = []
-            for i in selected:
-                h = hdul[i]
-                where = f"{Path(path).name}[{i}]"
-                if not _is_image(h) or h.data is None:
-                    raise InputError(f"HDU {i} of {str(path)!r} holds no image data; pick another with --hdu "
-                                     f"(HDUs: {_describe(hdul)})")
-                if h.data.ndim != 2:
-                    raise InputError(f"HDU {i} of {str(path)!r} is {h.data.ndim}-D (shape {h.data.shape}); "
-                                     "crdetect needs 2-D images: pick a 2-D HDU with --hdu or split the cube")
-                result.append(ScienceHDU(i, h.name, _to_float32(h.data, where), h.header.copy()))
-        except (OSError, ValueError, TypeError) as err:
-            if isinstance(err, InputError):
-                raise
-            raise InputError(f"cannot read the data of {str(path)!r} ({err}); the file is corrupt or truncated") from None
-    return result
+        return [read_science(hdul, plan, path) for plan in select_science(hdul, hdu, use_file_masks, path)]
 
 
 GAIN_KEYWORDS = ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN")
@@ -161,8 +414,6 @@ def data_section(header, shape: tuple[int, int]) -> tuple[slice, slice] | None:
     FITS sections are 1-based, inclusive and x first (``[17:528,1:520]``). A section that is missing,
     malformed, flipped or does not fit inside ``shape`` (a stale keyword kept after trimming) is ignored.
     """
-    import re
-
     for key in DATA_SECTION_KEYWORDS:
         value = header.get(key)
         match = re.fullmatch(r"\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*", str(value or ""))
@@ -177,7 +428,7 @@ def data_section(header, shape: tuple[int, int]) -> tuple[slice, slice] | None:
 
 
 def output_path_for(path: str | os.PathLike, out_dir: str | os.PathLike, suffix: str = "_crmask") -> Path:
-    """Name of the output written for ``path`` in ``out_dir``: ``<stem>_crmask.fits``."""
+    """Name of the output written for ``path`` in ``out_dir``: ``<stem><suffix>.fits``."""
     name = Path(path).name
     for ext in sorted(FITS_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(ext):
@@ -198,27 +449,31 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def atomic_write(hdul: fits.HDUList, out_path: Path, overwrite: bool = False) -> None:
-    """Write ``hdul`` to ``out_path`` through a temporary file in the same directory and a rename.
+def _hdu_bytes(hdus: list, primary: bool = False) -> bytes:
+    """The FITS bytes of ``hdus`` as they follow the other HDUs of a file (``primary``: the first is the
+    primary HDU), written by astropy."""
+    buffer = io.BytesIO()
+    listed = hdus if primary else [fits.PrimaryHDU(), *hdus]
+    fits.HDUList(listed).writeto(buffer, output_verify="silentfix")
+    data = buffer.getvalue()
+    if primary:
+        return data
+    buffer.seek(0)
+    with fits.open(buffer) as written:
+        start = written[1].fileinfo()["hdrLoc"]  # after the placeholder primary
+    return data[start:]
 
-    A crash or a full disk leaves either the old file or none, never a half-written one.
-    """
-    if out_path.exists() and not overwrite:
-        raise OutputError(f"{str(out_path)!r} exists; pass --overwrite (overwrite=True) to replace it")
+
+def atomic_write(hdul: fits.HDUList, out_path: Path, overwrite: bool = False) -> None:
+    """Write ``hdul`` to ``out_path`` atomically, never replacing a file unless ``overwrite``
+    (:func:`crdetect.atomic.atomic_output`)."""
+    out_path = Path(out_path)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     except OSError as err:
         raise OutputError(f"cannot write into {str(out_path.parent)!r}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            hdul.writeto(handle, output_verify="silentfix")
-        os.replace(tmp, out_path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OutputError(f"cannot write {str(out_path)!r}: {err.strerror or err}") from None
-        raise
+    with atomic_output(out_path, overwrite) as handle:
+        handle.write(_hdu_bytes(list(hdul), primary=True))
 
 
 #: CRPROB is stored in 16 bits: probability = BZERO + BSCALE * stored value, steps of 1/65534.
@@ -237,75 +492,81 @@ def probability_hdu(probability: np.ndarray) -> fits.CompImageHDU:
     return hdu
 
 
-def write_detection(input_path: str | os.PathLike, out_path: str | os.PathLike, results: list,
-                    model_name: str, overwrite: bool = False, precision: str = "float32",
-                    copy_input: bool = True) -> Path:
-    """Write the input's HDUs plus ``CRMASK`` and ``CRPROB`` extensions for each detected HDU.
+def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None, model_name: str,
+                        precision: str = "float32", extver: int | None = None) -> list:
+    """The ``CRMASK``, ``CRPROB`` (and ``CLEANED``) extensions describing one searched science image.
 
-    Parameters
-    ----------
-    input_path : path
-        The FITS file that was processed (read again without scaling, so integer data and their
-        BZERO/BSCALE are copied bit for bit).
-    out_path : path
-        Output file; must differ from the input.
-    results : list of (ScienceHDU, DetectionResult, cleaned image or None)
-        Each detected science HDU with its :class:`crdetect.inference.DetectionResult` and, when
-        inpainting was asked for, the cleaned image (written as a ``CLEANED`` extension).
-    model_name : str
-        Written into the headers (``CRMODEL``).
-    overwrite : bool
-        Replace an existing output file.
-    precision : str
-        Arithmetic the network ran in (``CRPRECIS``).
-    copy_input : bool
-        Copy the input's HDUs into the output (default). Without them the output holds an empty
-        primary HDU with the input's primary header cards (``CRINPUT`` names the input) and the
-        crdetect extensions only: a quarter of the size for float32 CCDs (``--mask-only``).
+    ``extver`` pairs them with their image: by default the science HDU's index, so ``(CRMASK, i)``
+    belongs to HDU *i*; never 0 (``fits.getdata(out, "CRMASK")`` looks for EXTVER 1).
+    """
+    from .. import __version__
+
+    cards = [("CRMODEL", model_name[:68], "crdetect model that made this"),
+             ("CRTHRESH", float(result.threshold), "CR probability threshold"),
+             ("CRPRECIS", precision, "arithmetic of the network"),
+             ("CRSCIEXT", science.index, "HDU index of the science image"),
+             ("CRSCINAM", (science.name or "")[:68], "EXTNAME of the science image"),
+             ("CRSKY", float(result.statistics.sky), "sky level used for scaling"),
+             ("CRSIGMA", float(result.statistics.sigma), "noise used for scaling"),
+             ("CRNPIX", int(result.mask.sum()), "pixels flagged as cosmic rays"),
+             ("CRNBAD", int(result.nonfinite.sum()), "non-finite input pixels (never flagged)"),
+             ("CRNSAT", int(result.protected.sum()), "saturated star/bleed pixels (never flagged)"),
+             ("CRNMASK", int(science.mask.sum()) if science.mask is not None else 0,
+              "input-mask pixels (never flagged)"),
+             ("CRMASKX", science.mask_index if science.mask_index is not None else -1,
+              "HDU index of the input mask (-1: none)"),
+             ("CRVERS", __version__, "crdetect version")]
+    hdus = [fits.ImageHDU(result.mask.view(np.uint8), name="CRMASK"), probability_hdu(result.probability)]
+    if cleaned is not None:
+        hdus.append(fits.ImageHDU(np.asarray(cleaned, np.float32), name="CLEANED"))
+    for hdu in hdus:
+        hdu.header["EXTVER"] = max(1, science.index if extver is None else extver)
+        for key, value, comment in cards:
+            hdu.header[key] = (value, comment)
+    if cleaned is not None:
+        hdus[-1].header["CRINPNT"] = ("median5x5", "flagged: median of unflagged 5x5 pixels")
+    return hdus
+
+
+@contextlib.contextmanager
+def detection_output(input_path: str | os.PathLike, hdul: fits.HDUList, out_path: str | os.PathLike, *,
+                     copy_input: bool = True, overwrite: bool = False) -> Iterator[Callable[[list], None]]:
+    """Create the output file of ``input_path`` and yield a function that appends extensions to it.
+
+    The input's HDUs are copied first, byte for byte (integers with their BZERO/BSCALE, compressed HDUs
+    still compressed, ``.gz`` decompressed); with ``copy_input=False`` only an empty primary HDU with
+    the input's primary header cards (``CRINPUT`` names the input). The file appears at ``out_path``
+    when the block ends without error (:func:`crdetect.atomic.atomic_output`), else not at all.
     """
     out_path = Path(out_path)
     if out_path.exists() and out_path.resolve() == Path(input_path).resolve():
         raise OutputError(f"refusing to write over the input file {str(input_path)!r}; choose another --out-dir")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)
+    with atomic_output(out_path, overwrite) as handle:
         if copy_input:
-            # Plain HDUs are copied unscaled (integers and BZERO/BSCALE bit for bit); tile-compressed
-            # ones are copied scaled, because astropy re-compresses them from their scaled values.
-            with fits.open(input_path, memmap=False, do_not_scale_image_data=True) as raw, \
-                    fits.open(input_path, memmap=False) as scaled:
-                hdus = [s.copy() if isinstance(r, fits.CompImageHDU) else r.copy() for r, s in zip(raw, scaled)]
+            last = hdul[-1].fileinfo()
+            _copy_stream(input_path, last["datLoc"] + last["datSpan"], handle)
         else:
             primary = fits.PrimaryHDU()
-            primary.header.extend(fits.getheader(input_path, 0), strip=True)
+            primary.header.extend(hdul[0].header, strip=True)
+            primary.header["EXTEND"] = True
             primary.header["CRINPUT"] = (Path(input_path).name[:68], "input file the crdetect extensions describe")
-            hdus = [primary]
-    from .. import __version__
+            handle.write(_hdu_bytes([primary], primary=True))
 
-    for science, result, cleaned in results:
-        cards = [("CRMODEL", model_name[:68], "crdetect model that made this"),
-                 ("CRTHRESH", float(result.threshold), "CR probability threshold"),
-                 ("CRPRECIS", precision, "arithmetic of the network"),
-                 ("CRSCIEXT", science.index, "HDU index of the science image"),
-                 ("CRSCINAM", science.name or "", "EXTNAME of the science image"),
-                 ("CRSKY", float(result.statistics.sky), "sky level used for scaling"),
-                 ("CRSIGMA", float(result.statistics.sigma), "noise used for scaling"),
-                 ("CRNPIX", int(result.mask.sum()), "pixels flagged as cosmic rays"),
-                 ("CRNBAD", int(result.nonfinite.sum()), "non-finite input pixels (never flagged)"),
-                 ("CRNSAT", int(result.protected.sum()), "saturated star/bleed pixels (never flagged)"),
-                 ("CRVERS", __version__, "crdetect version")]
-        mask_hdu = fits.ImageHDU(result.mask.astype(np.uint8), name="CRMASK")
-        prob_hdu = probability_hdu(result.probability)
-        for hdu in (mask_hdu, prob_hdu):
-            hdu.header["EXTVER"] = science.index  # (CRMASK, i) pairs with science HDU i
-            for key, value, comment in cards:
-                hdu.header[key] = (value, comment)
-        hdus += [mask_hdu, prob_hdu]
-        if cleaned is not None:
-            clean_hdu = fits.ImageHDU(cleaned.astype(np.float32), name="CLEANED")
-            clean_hdu.header["EXTVER"] = science.index
-            for key, value, comment in cards:
-                clean_hdu.header[key] = (value, comment)
-            clean_hdu.header["CRINPNT"] = ("median5x5", "flagged pixels: median of unflagged 5x5 neighbours")
-            hdus.append(clean_hdu)
-    atomic_write(fits.HDUList(hdus), out_path, overwrite)
-    return out_path
+        def append(hdus: list) -> None:
+            handle.write(_hdu_bytes(hdus))
+
+        yield append
+
+
+def _copy_stream(path: str | os.PathLike, length: int, handle) -> None:
+    """Copy the first ``length`` FITS bytes of ``path`` into ``handle``; a missing final padding is zeros."""
+    with _raw_stream(path) as stream:
+        remaining = length
+        while remaining:
+            chunk = stream.read(min(remaining, 1 << 22))
+            if not chunk:
+                break
+            handle.write(chunk)
+            remaining -= len(chunk)
+    if remaining:
+        handle.write(b"\0" * remaining)
