@@ -137,7 +137,8 @@ def as_image(image, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: int = 5) -> float | None:
+def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: int = 5,
+                       statistics: FrameStatistics | None = None, min_snr: float = 50.0) -> float | None:
     """Saturation level read off the pixels when no header or user gives one, or None if none shows.
 
     Saturated stars and bleed trails end in flat plateaus at the top of the frame's range (the ADC's full
@@ -148,6 +149,10 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     ``tolerance`` below that top, their lower bound is returned. On CTIO Mosaic2 ``tpv.fits`` the
     plateaus lie at 63,300-63,900 and protect every core pixel the shipped models flagged without a
     level; none of the other real frames in shared/data shows one.
+
+    With the frame's ``statistics``, a plateau less than ``min_snr`` sigma above the sky is no saturation:
+    where the noise is under a per cent of the sky (1000 +- 10 ADU), the brightest noise pixels of an
+    empty frame are themselves "within a per cent" of each other.
     """
     from scipy import ndimage
 
@@ -178,6 +183,8 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     box[y - y.min(), x - x.min()] = True
     labels, _ = ndimage.label(box, np.ones((3, 3), bool))
     largest = np.bincount(labels[box]).max()
+    if statistics is not None and level < statistics.sky + min_snr * statistics.sigma:
+        return None
     return level if largest >= min_pixels else None
 
 
@@ -370,7 +377,7 @@ class CRDetector:
         stats = statistics or frame_statistics(image)
         logits = self._predict_fitting_memory(self.preprocessing.normalise(image, stats), tile, overlap, batch_size)
         if saturation is None:
-            saturation = plateau_saturation(image)
+            saturation = plateau_saturation(image, statistics=stats)
             if saturation is not None:
                 logger.info("no saturation level given: flat plateaus at %.6g and above are treated as saturated",
                             saturation)

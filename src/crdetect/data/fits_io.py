@@ -184,13 +184,16 @@ class SciencePlan:
 
 
 def _matching_mask(hdul: fits.HDUList, index: int, masks: list[int], single_science: bool) -> int | None:
-    """The mask plane of science HDU ``index``: same EXTVER and shape, else the only one of its shape."""
+    """The mask plane of science HDU ``index``: of its shape and EXTVER (a DQ/BPM-named one first), else the
+    only one of its shape when the file has a single science image; None when that is ambiguous."""
     shape = _image_shape(hdul[index])
     same_shape = [m for m in masks if _image_shape(hdul[m]) == shape]
     if index > 0:
         same_version = [m for m in same_shape if hdul[m].ver == hdul[index].ver]
-        if len(same_version) == 1:
-            return same_version[0]
+        named = [m for m in same_version if _base_name(hdul[m].name) in MASK_NAMES]
+        for candidates in (named, same_version):
+            if len(candidates) == 1:
+                return candidates[0]
     return same_shape[0] if single_science and len(same_shape) == 1 else None
 
 
