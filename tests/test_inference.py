@@ -239,4 +239,6 @@ def test_saturation_is_read_off_flat_plateaus_when_no_level_is_given():
     assert not result.mask[39:44, 39:44].any() and result.protected[40:43, 40:43].all()
     assert result.mask[30, 30]  # the single bright pixel is still a candidate
     assert plateau_saturation(np.zeros((8, 8), np.float32)) is None  # nothing positive
+    empty_sky = rng.normal(1000.0, 10.0, (80, 96)).astype(np.float32)  # its brightest pixels are within 1 %
+    assert plateau_saturation(empty_sky) is None
     assert plateau_saturation(np.full((8, 8), np.nan, np.float32)) is None

@@ -43,9 +43,10 @@ class DetectionResult:
     ----------
     probability : ndarray of float32
         CR probability per pixel, same shape as the input; 0 where the input was not finite.
-    logits : ndarray of float32
+    logits : ndarray of float32 or None
         The network's logits (-inf where the input was not finite). Probabilities saturate at 1.0 in
-        float32 for logits above ~17; rank pixels by logits (ROC curves at low FPR).
+        float32 for logits above ~17; rank pixels by logits (ROC curves at low FPR). None when
+        ``predict(..., return_logits=False)`` (4 bytes per pixel less).
     mask : ndarray of bool
         ``probability >= threshold``, never true at non-finite input pixels.
     nonfinite : ndarray of bool
@@ -63,7 +64,7 @@ class DetectionResult:
     probability: np.ndarray
     mask: np.ndarray
     nonfinite: np.ndarray
-    logits: np.ndarray
+    logits: np.ndarray | None
     protected: np.ndarray
     threshold: float
     statistics: FrameStatistics
@@ -150,20 +151,26 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     plateaus lie at 63,300-63,900 and protect every core pixel the shipped models flagged without a
     level; none of the other real frames in shared/data shows one.
 
-    With the frame's ``statistics``, a plateau less than ``min_snr`` sigma above the sky is no saturation:
-    where the noise is under a per cent of the sky (1000 +- 10 ADU), the brightest noise pixels of an
-    empty frame are themselves "within a per cent" of each other.
+    A plateau less than ``min_snr`` sigma above the sky (``statistics``, estimated when omitted) is no
+    saturation: where the noise is under a per cent of the sky (1000 +- 10 ADU), the brightest noise
+    pixels of an empty frame are themselves "within a per cent" of each other.
     """
     from scipy import ndimage
 
-    finite = np.isfinite(image)
-    peak = float(np.max(image, where=finite, initial=-np.inf))
+    peak = float(np.max(image, where=np.isfinite(image), initial=-np.inf))
     if not peak > 0:
         return None
-    # Candidates: the top 15 % of the range, usually a few thousand pixels, so that everything below is
-    # done on coordinates, not on whole frames. A saturated pixel divided by a flat field stays within
-    # a few per cent of the others, so the plateau's top is looked for in the top 10 %.
-    ys, xs = np.nonzero(finite & (image >= 0.85 * peak))
+    if statistics is None:
+        statistics = frame_statistics(image)
+    floor = statistics.sky + min_snr * statistics.sigma  # a plateau must lie above this
+    if not peak > 0 or peak * (1 - tolerance) < floor:
+        return None
+    # Candidates: the top 15 % of the range and above the floor, usually a few thousand pixels, so that
+    # everything below is done on coordinates, not on whole frames (on an empty sky frame the top 15 %
+    # would be every pixel: 80 bytes each). A saturated pixel divided by a flat field stays within a few
+    # per cent of the others, so the plateau's top is looked for in the top 10 %.
+    with np.errstate(invalid="ignore"):
+        ys, xs = np.nonzero((image >= max(0.85 * peak, floor)) & (image < np.inf))
     values = image[ys, xs].astype(np.float64)
     height, width = image.shape
     flat = np.zeros(len(ys), bool)
@@ -183,9 +190,7 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     box[y - y.min(), x - x.min()] = True
     labels, _ = ndimage.label(box, np.ones((3, 3), bool))
     largest = np.bincount(labels[box]).max()
-    if statistics is not None and level < statistics.sky + min_snr * statistics.sigma:
-        return None
-    return level if largest >= min_pixels else None
+    return level if largest >= min_pixels and level >= floor else None
 
 
 def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: int = 5) -> np.ndarray:
@@ -332,7 +337,7 @@ class CRDetector:
     def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 statistics: FrameStatistics | None = None, saturation: float | None = None,
-                mask=None) -> DetectionResult:
+                mask=None, return_logits: bool = True) -> DetectionResult:
         """Probability map, mask and diagnostics for one frame.
 
         Parameters
@@ -360,6 +365,9 @@ class CRDetector:
             Input mask of the image's shape (True or non-zero = bad pixel: hot pixels, bad columns, a DQ
             plane). Masked pixels are never flagged, and are treated like non-finite ones: kept out of
             the sky, noise and background estimates and replaced by the sky before the network.
+        return_logits : bool
+            Keep the logits in the result (for ROC curves); without them the probability is computed in
+            their place, saving 4 bytes per pixel (``crdetect detect`` does not need them).
         """
         image, input_mask = split_input_mask(image, mask)
         image = as_image(image)
@@ -385,7 +393,11 @@ class CRDetector:
         never = ignored | protected
         del ignored, image  # the working copy, if any
         logits[never] = -np.inf
-        probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
+        if return_logits:
+            probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
+        else:
+            probability = torch.sigmoid_(torch.from_numpy(np.ascontiguousarray(logits))).numpy()
+            logits = None
         flagged = probability >= threshold
         flagged &= ~never
         return DetectionResult(probability, flagged, nonfinite, logits, protected, threshold, stats, input_mask)

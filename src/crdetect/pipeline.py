@@ -275,12 +275,14 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                                                  None if science.mask is None else
                                                  (science.mask if section is None else science.mask[section]))
                         result = predict_section(detector, science.data, section, mask=science.mask,
-                                                 tile=options.tile, statistics=statistics,
+                                                 tile=options.tile, statistics=statistics, return_logits=False,
                                                  saturation=options.saturation or header_saturation(science.keywords))
                     cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
+                    shape = science.data.shape
+                    science.data = None  # not written again: the input's bytes are copied
                     append(crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
                                                extver=science.index + shift))
-                    rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, science.data.shape)),
+                    rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, shape)),
                                  "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
                                  "nonfinite_pixels": int(result.nonfinite.sum()),
                                  "masked_pixels": 0 if science.mask is None else int(science.mask.sum()),

@@ -127,6 +127,41 @@ def _median_filter(image: np.ndarray, size: int) -> np.ndarray:
         return np.concatenate(list(pool.map(strip, range(strips))))
 
 
+def _reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices ``start..stop-1`` into an axis of ``length``, those past its end reflected (``np.pad``'s
+    "reflect": the edge pixel is not repeated)."""
+    index = np.arange(start, stop)
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)  # pads longer than the axis reflect again, as np.pad does
+    index %= period
+    return np.where(index < length, index, period - index)
+
+
+def _block_medians(image: np.ndarray, block: int, rows_per_chunk: int = 128) -> np.ndarray:
+    """Medians of ``block`` x ``block`` pixel blocks (the frame reflect-padded to a multiple of ``block``).
+
+    Done a strip of ``rows_per_chunk`` block rows at a time: the whole frame at once needs three
+    frame-sized copies (padding, regrouping, partition), 12 bytes per pixel on top of the frame.
+    """
+    height, width = image.shape
+    rows, columns = -(-height // block), -(-width // block)
+    medians = np.empty((rows, columns), np.float32)
+    for first in range(0, rows, rows_per_chunk):
+        last = min(rows, first + rows_per_chunk)
+        if last * block <= height:
+            strip = image[first * block:last * block]  # a view
+        else:
+            strip = image[_reflect_indices(first * block, last * block, height)]
+        if width % block:
+            strip = strip[:, _reflect_indices(0, columns * block, width)]
+        grid = strip.reshape(last - first, block, columns, block).transpose(0, 2, 1, 3)
+        values = grid.reshape(last - first, columns, block * block)
+        # the middle of an odd number of values by partition: equal to np.median, about 4x faster
+        medians[first:last] = np.partition(values, block * block // 2, axis=2)[..., block * block // 2]
+    return medians
+
+
 def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.ndarray:
     """Local background of a 2-D image: an approximate sliding median over ``window`` x ``window`` px.
 
@@ -151,13 +186,8 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
         image = np.where(np.isfinite(image), image, np.float32(fill))
     image = image.astype(np.float32, copy=False)
     block = _BACKGROUND_BLOCK
+    medians = _block_medians(image, block)
     height, width = image.shape
-    pad_h, pad_w = -height % block, -width % block
-    padded = np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect") if pad_h or pad_w else image
-    grid = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block)
-    values = grid.transpose(0, 2, 1, 3).reshape(*grid.shape[::2], block * block)
-    # the middle of an odd number of values by partition: equal to np.median, about 4x faster
-    medians = np.partition(values, block * block // 2, axis=2)[..., block * block // 2]
     size = max(1, int(round(window / block))) | 1  # odd, so the filter is centred
     smooth = _median_filter(medians, size)
     background = ndimage.zoom(smooth, block, order=1, grid_mode=True, mode="nearest")

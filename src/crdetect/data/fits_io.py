@@ -452,19 +452,16 @@ def ensure_output_dir(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _hdu_bytes(hdus: list, primary: bool = False) -> bytes:
+def _hdu_bytes(hdus: list, primary: bool = False) -> bytes | memoryview:
     """The FITS bytes of ``hdus`` as they follow the other HDUs of a file (``primary``: the first is the
     primary HDU), written by astropy."""
     buffer = io.BytesIO()
     listed = hdus if primary else [fits.PrimaryHDU(), *hdus]
     fits.HDUList(listed).writeto(buffer, output_verify="silentfix")
-    data = buffer.getvalue()
     if primary:
-        return data
-    buffer.seek(0)
-    with fits.open(buffer) as written:
-        start = written[1].fileinfo()["hdrLoc"]  # after the placeholder primary
-    return data[start:]
+        return buffer.getvalue()
+    start = len(fits.PrimaryHDU().header.tostring())  # the placeholder primary: one header block, no data
+    return buffer.getbuffer()[start:]  # a view, not a copy of the (uncompressed) CRMASK bytes
 
 
 def atomic_write(hdul: fits.HDUList, out_path: Path, overwrite: bool = False) -> None:
