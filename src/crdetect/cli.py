@@ -16,61 +16,29 @@ logger = logging.getLogger(__name__)
 SAMPLE_FILE = Path(__file__).parent / "samples" / "saao_a8280271.fits.fz"
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+def _number_type(convert, low: float | None = None, high: float | None = None, low_open: bool = False,
+                 what: str = "a finite number"):
+    """An argparse type: ``convert`` (int or float) of the text, finite and within [low, high] (``low_open``:
+    above ``low``), so bad numbers are usage errors before any file is read, not failures file by file."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        below = low is not None and (value <= low if low_open else value < low)
+        if not math.isfinite(value) or below or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _finite_float(text: str) -> float:
-    """argparse type: a finite number (``nan`` and ``inf`` are refused up front, not file by file)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (gain, saturation level)."""
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0 (read noise)."""
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    """argparse type: a threshold between 0 and 1."""
-    value = _finite_float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}")
-    return value
-
-
-def _tile_size(text: str) -> int:
-    """argparse type: a tile side in pixels, or 0 for whole frames."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels (0 for whole frames), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (whole frames) or a tile size in pixels, got {text!r}")
-    return value
+_positive_int = _number_type(int, 1, what="a whole number >= 1")
+_finite_float = _number_type(float)
+_positive_float = _number_type(float, 0, low_open=True, what="a finite number > 0")
+_non_negative_float = _number_type(float, 0, what="a finite number >= 0")
+_probability = _number_type(float, 0, 1, what="a probability between 0 and 1")
+_tile_size = _number_type(int, 0, what="0 (whole frames) or a tile size in pixels")
 
 
 def _expand_inputs(items: list[str]) -> list[Path]:

@@ -50,20 +50,23 @@ class DetectOptions:
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
 
 
-def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.ndarray:
+def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: np.ndarray | None = None) -> np.ndarray:
     """Replace masked pixels by the median of the unmasked pixels in a ``size`` x ``size`` window.
 
     As deepCR's and astroscrappy's median cleaning do. Pixels whose whole window is masked (inside
     large masked areas) get the mean of the unmasked pixels in growing windows instead, which costs
     two image filters per round rather than a gather of every masked pixel's window. Non-finite
-    pixels are filled too. If nothing is unmasked, the image is returned unchanged.
+    pixels are filled too. If nothing is unmasked, the image is returned unchanged. Pixels of
+    ``exclude`` (an input bad-pixel mask) keep their values but are never used to fill others.
     """
     cleaned = np.array(image, dtype=np.float32, copy=True)
     todo = np.asarray(mask, bool) | ~np.isfinite(cleaned)
-    if not todo.any() or todo.all():
+    exclude = None if exclude is None else np.asarray(exclude, bool)
+    unusable = todo if exclude is None else todo | exclude
+    if not todo.any() or unusable.all():
         return cleaned
     half = size // 2
-    padded = np.pad(np.where(todo, np.nan, cleaned), half, mode="reflect")
+    padded = np.pad(np.where(unusable, np.nan, cleaned), half, mode="reflect")
     ys, xs = np.nonzero(todo)
     for start in range(0, len(ys), 65536):  # chunks bound the memory of the gathered windows
         y, x = ys[start:start + 65536], xs[start:start + 65536]
@@ -77,8 +80,9 @@ def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5) -> np.nda
         todo[y[ok], x[ok]] = False
     window = 2 * size + 1
     while todo.any():
-        valid = (~todo).astype(np.float64)
-        values = np.where(todo, 0.0, cleaned).astype(np.float64)
+        unusable = todo if exclude is None else todo | exclude
+        valid = (~unusable).astype(np.float64)
+        values = np.where(unusable, 0.0, cleaned).astype(np.float64)
         total = ndimage.uniform_filter(values, window, mode="reflect")
         weight = ndimage.uniform_filter(valid, window, mode="reflect")
         fill = todo & (weight > 1e-9)
@@ -277,7 +281,7 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                         result = predict_section(detector, science.data, section, mask=science.mask,
                                                  tile=options.tile, statistics=statistics, return_logits=False,
                                                  saturation=options.saturation or header_saturation(science.keywords))
-                    cleaned = inpaint_median(science.data, result.mask) if options.inpaint else None
+                    cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
                     shape = science.data.shape
                     science.data = None  # not written again: the input's bytes are copied
                     append(crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
