@@ -414,3 +414,23 @@ def test_gmos_real_file_is_copied_byte_for_byte(shared_data, tiny_checkpoint, tm
     assert out.read_bytes()[:size] == (tmp_path / "gmos.fits").read_bytes()
     with fits.open(out) as hdul:
         assert [h.name for h in hdul][4:] == ["CRMASK", "CRPROB"]
+
+
+def test_grow_option_widens_the_mask_but_never_onto_masked_pixels(tmp_path):
+    image = _frame((80, 96)).astype(np.float32)
+    image[20, 10:20] += 900.0  # two hits
+    image[60:62, 70:72] += 1500.0
+    dq = np.zeros(image.shape, np.int16)
+    dq[21, 12:16] = 1  # bad pixels beside the first hit
+    path = tmp_path / "hits.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, name="SCI"), fits.ImageHDU(dq, name="DQ")]).writeto(path)
+    assert _detect(path, "fast", tmp_path / "a") == 0
+    assert _detect(path, "fast", tmp_path / "b", "--grow", "2") == 0
+    with fits.open(tmp_path / "a" / "hits_crmask.fits") as a, fits.open(tmp_path / "b" / "hits_crmask.fits") as b:
+        plain, grown = a["CRMASK"].data.astype(bool), b["CRMASK"].data.astype(bool)
+        assert b["CRMASK"].header["CRGROW"] == 2 and a["CRMASK"].header["CRGROW"] == 0
+    from crdetect import grow_mask
+
+    assert plain[20, 11:19].all() and plain[60:62, 70:72].all()
+    np.testing.assert_array_equal(grown, grow_mask(plain, 2) & (dq == 0))
+    assert grown.sum() > 3 * plain.sum()

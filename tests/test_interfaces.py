@@ -109,3 +109,26 @@ def test_grow_mask_and_dq_flags():
         set_dq_flag(dq, mask, 6)
     with pytest.raises(InputError, match="integer"):
         set_dq_flag(dq.astype(float), mask)
+
+
+def test_detection_needs_only_the_light_core(tmp_path):
+    """With the extras' packages unimportable, detection works and the other commands name the extra."""
+    import subprocess
+    import sys
+
+    blocked = ("galsim", "h5py", "yaml", "astroscrappy", "matplotlib", "deepCR", "cosmic_conn", "dask", "ccdproc")
+    code = f"""
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # importing it now raises ImportError, as when it is not installed
+import numpy as np
+import crdetect
+from crdetect.cli import main
+assert main(["detect", "--sample", "--out-dir", {str(tmp_path / "out")!r}, "-q"]) == 0
+mask, _ = crdetect.detect_cosmics(np.random.default_rng(0).normal(100, 5, (64, 64)))
+sys.exit(main(["simulate", "--preset", "ci", "--out", {str(tmp_path / "sim")!r}, "-q"]))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert (tmp_path / "out" / "saao_a8280271_crmask.fits").exists()
+    assert "pip install 'crdetect[train]'" in result.stderr and "Traceback" not in result.stderr

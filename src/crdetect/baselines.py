@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._optional import require
 from .preprocessing import FrameStatistics
 
 logger = logging.getLogger(__name__)
@@ -82,8 +83,7 @@ class LACosmicDetector(Detector):
         self.sigclips, self.objlim, self.sigfrac, self.niter = tuple(sorted(sigclips)), objlim, sigfrac, niter
 
     def _mask(self, image, context, sigclip):
-        import astroscrappy
-
+        astroscrappy = require("astroscrappy", "peers", "the LA-Cosmic baseline")
         mask, _ = astroscrappy.detect_cosmics(np.ascontiguousarray(image, np.float32), sigclip=sigclip,
                                               sigfrac=self.sigfrac, objlim=self.objlim, gain=context.gain,
                                               readnoise=context.read_noise, satlevel=context.saturation,

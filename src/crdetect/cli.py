@@ -106,7 +106,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile,
                             precision=args.precision, threads=args.threads, mask_only=args.mask_only,
-                            file_masks=not args.no_file_mask)
+                            file_masks=not args.no_file_mask, grow=args.grow)
     # a bad model name, checkpoint or tile fails once, up front; the serial path reuses this detector
     _check_detector_options(args, detector_for(options))
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--threshold", type=_probability, default=None,
                         help="probability threshold, 0 to 1 (default: the model's)")
     detect.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    detect.add_argument("--grow", type=_number_type(int, 0, what="a whole number of pixels >= 0"), default=0,
+                        metavar="PX", help="grow the CR mask by PX pixels (8-connected; default 0)")
     detect.add_argument("--tile", type=_tile_size, default=1024, help="tile size in pixels; 0 for whole frames")
     detect.add_argument("--overwrite", action="store_true", help="replace existing output files")
     detect.add_argument("--skip-existing", action="store_true", help="skip files whose output exists (restarts)")

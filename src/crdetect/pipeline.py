@@ -48,6 +48,7 @@ class DetectOptions:
     precision: str = "float32"  # or bfloat16 (faster on recent CPUs), float16 (CUDA)
     mask_only: bool = False  # write only the crdetect extensions, not a copy of the input's HDUs
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
+    grow: int = 0  # grow the CR mask by this many pixels
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -173,6 +174,18 @@ def predict_section(detector, image: np.ndarray, section, mask: np.ndarray | Non
                    protected=embed(inner.protected, False), masked=embed(inner.masked, False))
 
 
+def grown_cr_mask(result, pixels: int) -> np.ndarray:
+    """The result's CR mask grown by ``pixels``, never onto non-finite, saturated or input-masked pixels."""
+    from .interfaces import grow_mask
+
+    grown = grow_mask(result.mask, pixels)
+    grown &= ~result.nonfinite
+    grown &= ~result.protected
+    if result.masked is not None:
+        grown &= ~result.masked
+    return grown
+
+
 def hdu_suffix(hdu: str | int | None) -> str:
     """Output-name suffix: ``_crmask``, or ``_hdu<N>_crmask`` when one HDU was picked with ``--hdu``, so that
     runs on different amplifiers of one file write different outputs."""
@@ -281,11 +294,13 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                         result = predict_section(detector, science.data, section, mask=science.mask,
                                                  tile=options.tile, statistics=statistics, return_logits=False,
                                                  saturation=options.saturation or header_saturation(science.keywords))
+                    if options.grow:
+                        result = replace(result, mask=grown_cr_mask(result, options.grow))
                     cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
                     shape = science.data.shape
                     science.data = None  # not written again: the input's bytes are copied
                     append(crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
-                                               extver=science.index + shift))
+                                               extver=science.index + shift, grow=options.grow))
                     rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, shape)),
                                  "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
                                  "nonfinite_pixels": int(result.nonfinite.sum()),

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._optional import require
 from ..preprocessing import FrameStatistics, Preprocessing
 
 
@@ -158,7 +159,7 @@ class PatchDataset(Dataset):
                  pedestal_peak: tuple[float, float] = (10.0, 3000.0), extra_hits: float = 0.0,
                  hit_zoom: float = 1.0, hit_charge: tuple[float, float] = (0.5, 50.0),
                  line_prob: float = 0.0) -> None:
-        import h5py
+        h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -186,7 +187,7 @@ class PatchDataset(Dataset):
         return state
 
     def _h5(self):
-        import h5py
+        h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
         if self._file is None:
             self._file = h5py.File(self.path, "r")

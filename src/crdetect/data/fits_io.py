@@ -493,7 +493,7 @@ def probability_hdu(probability: np.ndarray) -> fits.CompImageHDU:
 
 
 def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None, model_name: str,
-                        precision: str = "float32", extver: int | None = None) -> list:
+                        precision: str = "float32", extver: int | None = None, grow: int = 0) -> list:
     """The ``CRMASK``, ``CRPROB`` (and ``CLEANED``) extensions describing one searched science image.
 
     ``extver`` pairs them with their image: by default the science HDU's index, so ``(CRMASK, i)``
@@ -503,6 +503,7 @@ def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None,
 
     cards = [("CRMODEL", model_name[:68], "crdetect model that made this"),
              ("CRTHRESH", float(result.threshold), "CR probability threshold"),
+             ("CRGROW", int(grow), "CR mask grown by this many pixels"),
              ("CRPRECIS", precision, "arithmetic of the network"),
              ("CRSCIEXT", science.index, "HDU index of the science image"),
              ("CRSCINAM", (science.name or "")[:68], "EXTNAME of the science image"),

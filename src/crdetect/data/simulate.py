@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from .._optional import require
 from ..preprocessing import frame_statistics
 from .inject import CRLibrary, add_stamp, inject_crs, load_cr_library
 
@@ -92,7 +93,7 @@ def _power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float, slop
 def _render_sources(image: np.ndarray, rng: np.random.Generator, config: SimulationConfig, zero_point: float,
                     exposure: float, fwhm: float) -> None:
     """Add stars and Sersic galaxies, convolved with a Moffat PSF, to ``image`` (electrons)."""
-    import galsim
+    galsim = require("galsim", "train", "the DECam-like simulation")
 
     psf = galsim.Moffat(beta=config.moffat_beta, fwhm=fwhm)
     height, width = image.shape
@@ -278,7 +279,7 @@ class _PatchWriter:
             "frame_id", "y0", "x0")
 
     def __init__(self, path: Path, expected: int) -> None:
-        import h5py
+        h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
         self.file = h5py.File(path, "w")
         chunk = (1, PATCH, PATCH)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..baselines import Detector, ImageContext, NetworkDetector
 from ..metrics import ScoreAccumulator
 from ..preprocessing import FrameStatistics, frame_statistics
@@ -83,7 +84,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
 
 def iterate_patches(h5_path: str | Path, max_patches: int | None = None, seed: int = 0):
     """Yield (image, truth, ignore, ImageContext) for the patches of a benchmark file."""
-    import h5py
+    h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
     from ..data.datasets import random_subset
 

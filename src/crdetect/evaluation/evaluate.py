@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
 from ..baselines import Detector, NetworkDetector, make_baselines
 from ..inference import load_detector
 from .benchmark import (iterate_patches, read_run, real_frame_groups, real_frame_samples, results_rows, score_detectors,
@@ -64,7 +65,7 @@ def default_activation_layers(model) -> list[str]:
 
 
 def _most_cr_patch(test_h5: Path):
-    import h5py
+    h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
     with h5py.File(test_h5, "r") as f:
         best = int(np.argmax(f["mask"][:].reshape(f["mask"].shape[0], -1).sum(axis=1)))

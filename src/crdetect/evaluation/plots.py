@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .._optional import require
+
 
 def _plt():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots", "figures")
     matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "plots", "figures")
 
 
 def _zscale(image: np.ndarray) -> tuple[float, float]:

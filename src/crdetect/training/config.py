@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
+from .._optional import require
 
 
 @dataclass
@@ -52,11 +52,13 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
 
     def to_yaml(self, path: str | Path) -> None:
+        yaml = require("yaml", "train", "training configurations (YAML)")
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
         """Read a YAML file; keyword overrides (e.g. from the command line) win."""
+        yaml = require("yaml", "train", "training configurations (YAML)")
         values = yaml.safe_load(Path(path).read_text()) or {}
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
