@@ -266,6 +266,14 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from .viewer import write_viewer
+
+    page = write_viewer(args.output, args.out, args.extver, args.image, overwrite=args.overwrite)
+    print(f"wrote {page}: open it in a browser (self-contained, no server needed)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.")
     parser.add_argument("--version", action="version", version=f"crdetect {__version__}")
@@ -330,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")
     detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     detect.set_defaults(func=cmd_detect)
+
+    view = sub.add_parser("view", help="an HTML page to inspect a detection (threshold slider, zoom, hits, "
+                                       "mask download)")
+    view.add_argument("output", help="a file written by crdetect detect")
+    view.add_argument("--out", default=None, help="the page (default: OUTPUT with .html)")
+    view.add_argument("--extver", type=int, default=None, help="which science image (EXTVER of its CRMASK)")
+    view.add_argument("--image", default=None, help="the input file, for outputs written with --mask-only")
+    view.add_argument("--overwrite", action="store_true", help="replace an existing page")
+    view.set_defaults(func=cmd_view)
 
     simulate = sub.add_parser("simulate", help="build the DECam-like CR benchmark (HDF5 patches)")
     simulate.add_argument("--preset", default="small", choices=["paper", "small", "ci"])
@@ -413,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    level = logging.ERROR if getattr(args, "quiet", False) else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
