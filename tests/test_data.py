@@ -274,3 +274,23 @@ def test_injected_real_frames_use_held_out_hits_on_real_backgrounds(shared_data)
     again = injected_frames(shared_data / "real", seed=0)
     assert all(np.array_equal(a.truth, b.truth) for a, b in zip(frames, again))
     assert not np.array_equal(frames[0].truth, injected_frames(shared_data / "real", seed=1)[0].truth)
+
+
+def test_simulate_in_parallel_processes_writes_the_same_files(tmp_path):
+    """`crdetect simulate --jobs N` (issue #12 item 2): the same patches, labels and metadata for any N."""
+    import json
+
+    from crdetect.cli import main
+
+    for jobs in ("1", "2"):
+        assert main(["simulate", "--preset", "ci", "--seed", "5", "--out", str(tmp_path / jobs), "--jobs", jobs,
+                     "-q"]) == 0
+    for name in ("train.h5", "val.h5", "test.h5"):
+        with h5py.File(tmp_path / "1" / name) as serial, h5py.File(tmp_path / "2" / name) as parallel:
+            keys = []
+            serial.visit(lambda key: keys.append(key) if isinstance(serial[key], h5py.Dataset) else None)
+            assert keys and {"image", "mask", "ignore", "meta/frame_id"} <= set(keys)
+            for key in keys:
+                np.testing.assert_array_equal(serial[key][()], parallel[key][()], err_msg=f"{name}:{key}")
+    meta = [json.loads((tmp_path / jobs / "meta.json").read_text()) for jobs in ("1", "2")]
+    assert meta[0] == meta[1]

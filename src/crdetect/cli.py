@@ -179,7 +179,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          cr_rate_scale_max=args.cr_rate_scale[1] if len(args.cr_rate_scale) > 1 else None)
     if args.bright_galaxies:
         config = replace(config, bright_galaxies=tuple(args.bright_galaxies))
-    counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet)
+    counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet,
+                             jobs=args.jobs)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -359,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "log-uniform range")
     simulate.add_argument("--bright-galaxies", type=int, nargs=2, metavar=("MIN", "MAX"),
                           help="large bright galaxies per frame (default none)")
+    simulate.add_argument("--jobs", type=_positive_int, default=1,
+                          help="frames made in this many processes (the files are the same for any number)")
     simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")
     simulate.add_argument("-q", "--quiet", action="store_true")
     simulate.set_defaults(func=cmd_simulate)

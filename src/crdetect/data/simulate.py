@@ -12,8 +12,10 @@ footprint are invisible in the data and would only teach the network to guess.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -308,25 +310,80 @@ class _PatchWriter:
         self.file.close()
 
 
+@functools.lru_cache(maxsize=1)
+def _footprint_pools() -> dict:
+    """The CR library's train and test pools, loaded once per process (workers load their own)."""
+    library = load_cr_library()
+    return {"trainval": library.pool("train"), "test": library.pool("test")}
+
+
+def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_shape: tuple[int, int]):
+    """One frame of a preset, cut into patches: (images, masks, ignores, meta). Its random stream derives
+    from ``(seed, split, band, index)`` only, so frames can be made in any process, in any order."""
+    split, index, band = job
+    rng = np.random.default_rng([seed, 0 if split == "trainval" else 1, ord(band), index])
+    frame = simulate_frame(rng, config, band, _footprint_pools()[split])
+    stats = frame_statistics(frame.image)
+    ny, nx = frame_shape[0] // PATCH, frame_shape[1] // PATCH
+    origins = [(iy * PATCH, ix * PATCH) for iy in range(ny) for ix in range(nx)]
+
+    def cut(array: np.ndarray) -> np.ndarray:
+        return np.stack([array[y:y + PATCH, x:x + PATCH] for y, x in origins])
+
+    meta = {"band": band, "exposure_s": frame.exposure_s, "seeing_arcsec": frame.seeing_arcsec,
+            "gain": frame.gain, "read_noise": frame.read_noise, "sky_adu": frame.sky_adu,
+            "frame_sky": stats.sky, "frame_sigma": stats.sigma,
+            "y0": [o[0] for o in origins], "x0": [o[1] for o in origins]}
+    return cut(frame.image), cut(frame.cr_mask).astype(np.uint8), cut(frame.ignore).astype(np.uint8), meta
+
+
+def _in_order(function, jobs: list, processes: int) -> Iterator:
+    """``map(function, jobs)`` in ``processes`` worker processes, results in the jobs' order, with at most
+    twice as many frames in flight as workers (a paper-preset frame is 40 MB of patches)."""
+    if processes <= 1:
+        yield from map(function, jobs)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: galsim's and torch's thread pools do not survive fork
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = deque()
+        queued = iter(jobs)
+        for job in queued:
+            pending.append(pool.submit(function, job))
+            if len(pending) >= 2 * processes:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for job in queued:
+                pending.append(pool.submit(function, job))
+                break
+            yield result
+
+
 def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, config: SimulationConfig | None = None,
-                    progress: bool = True) -> dict[str, int]:
+                    progress: bool = True, jobs: int = 1) -> dict[str, int]:
     """Simulate a preset's frames and write ``train.h5``, ``val.h5``, ``test.h5`` and ``meta.json``.
 
     Deterministic for a given seed: every frame has its own random stream derived from
     ``(seed, split, band, index)``. Train/val frames use the train footprint pool, test frames the
-    disjoint test pool. Returns the number of patches per split.
+    disjoint test pool. With ``jobs`` > 1 frames are made in that many processes and written in the
+    same order, so the files hold the same patches for any ``jobs``. Returns the number of patches per
+    split.
     """
     from tqdm import tqdm
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     p = PRESETS[preset]
     config = replace(config or SimulationConfig(), detector=replace((config or SimulationConfig()).detector,
                                                                     shape=p.frame_shape))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    library = load_cr_library()
-    pools = {"trainval": library.pool("train"), "test": library.pool("test")}
     counts = p.counts()
     writers = {s: _PatchWriter(out / f"{s}.h5", counts[s]) for s in ("train", "val", "test")}
     # exactly counts["val"] of the train/val patches, drawn at random over all frames, go to validation
@@ -334,29 +391,22 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
     val_ids = np.zeros(n_trainval, bool)
     val_ids[np.random.default_rng([seed, 99]).choice(n_trainval, counts["val"], replace=False)] = True
     trainval_seen = 0
-    frame_id = 0
+    frame_jobs = _frame_jobs(p)
+    make = functools.partial(_simulate_patches, seed=seed, config=config, frame_shape=p.frame_shape)
     try:
-        for split, index, band in tqdm(_frame_jobs(p), desc=f"simulating {preset}", unit="frame", disable=not progress):
-            rng = np.random.default_rng([seed, 0 if split == "trainval" else 1, ord(band), index])
-            frame = simulate_frame(rng, config, band, pools[split])
-            stats = frame_statistics(frame.image)
-            ny, nx = p.frame_shape[0] // PATCH, p.frame_shape[1] // PATCH
-            origins = [(iy * PATCH, ix * PATCH) for iy in range(ny) for ix in range(nx)]
-            cut = lambda a: np.stack([a[y:y + PATCH, x:x + PATCH] for y, x in origins])  # noqa: E731
-            images, masks, ignores = cut(frame.image), cut(frame.cr_mask).astype(np.uint8), cut(frame.ignore).astype(np.uint8)
-            meta = {"band": band, "exposure_s": frame.exposure_s, "seeing_arcsec": frame.seeing_arcsec,
-                    "gain": frame.gain, "read_noise": frame.read_noise, "sky_adu": frame.sky_adu,
-                    "frame_sky": stats.sky, "frame_sigma": stats.sigma, "frame_id": frame_id,
-                    "y0": [o[0] for o in origins], "x0": [o[1] for o in origins]}
+        frames = _in_order(make, frame_jobs, jobs)
+        for frame_id, ((split, _, _), (images, masks, ignores, meta)) in enumerate(
+                tqdm(zip(frame_jobs, frames), total=len(frame_jobs), desc=f"simulating {preset}", unit="frame",
+                     disable=not progress)):
+            meta["frame_id"] = frame_id
             if split == "test":
                 writers["test"].add(images, masks, ignores, meta)
             else:
-                is_val = val_ids[trainval_seen:trainval_seen + len(origins)]
-                trainval_seen += len(origins)
+                is_val = val_ids[trainval_seen:trainval_seen + len(images)]
+                trainval_seen += len(images)
                 for name, select in (("train", ~is_val), ("val", is_val)):
                     sub = {k: (np.asarray(v)[select] if np.ndim(v) else v) for k, v in meta.items()}
                     writers[name].add(images[select], masks[select], ignores[select], sub)
-            frame_id += 1
     finally:
         for w in writers.values():
             w.close()
