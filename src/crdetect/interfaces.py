@@ -48,6 +48,17 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=int(pixels))
 
 
+def grown_cr_mask(result, pixels: int) -> np.ndarray:
+    """A :class:`~crdetect.DetectionResult`'s CR mask grown by ``pixels``, never onto pixels that are never
+    flagged (non-finite, saturated stars, the input mask)."""
+    grown = grow_mask(result.mask, pixels)
+    grown &= ~result.nonfinite
+    grown &= ~result.protected
+    if result.masked is not None:
+        grown &= ~result.masked
+    return grown
+
+
 def set_dq_flag(dq: np.ndarray, mask: np.ndarray, flag: int = 8) -> np.ndarray:
     """A copy of the integer data-quality array ``dq`` with ``flag`` OR-ed in where ``mask`` is set.
 
@@ -98,9 +109,7 @@ def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, devic
     detector = _detector(str(model), device, precision)
     result = detector.predict(image, threshold=threshold, tile=tile, statistics=statistics,
                               saturation=_value(satlevel), mask=mask)
-    crmask = grow_mask(result.mask, grow) if grow else result.mask
-    if mask is not None:
-        crmask &= ~mask
+    crmask = grown_cr_mask(result, grow) if grow else result.mask
     return image, mask, crmask, result
 
 

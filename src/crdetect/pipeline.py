@@ -174,18 +174,6 @@ def predict_section(detector, image: np.ndarray, section, mask: np.ndarray | Non
                    protected=embed(inner.protected, False), masked=embed(inner.masked, False))
 
 
-def grown_cr_mask(result, pixels: int) -> np.ndarray:
-    """The result's CR mask grown by ``pixels``, never onto non-finite, saturated or input-masked pixels."""
-    from .interfaces import grow_mask
-
-    grown = grow_mask(result.mask, pixels)
-    grown &= ~result.nonfinite
-    grown &= ~result.protected
-    if result.masked is not None:
-        grown &= ~result.masked
-    return grown
-
-
 def hdu_suffix(hdu: str | int | None) -> str:
     """Output-name suffix: ``_crmask``, or ``_hdu<N>_crmask`` when one HDU was picked with ``--hdu``, so that
     runs on different amplifiers of one file write different outputs."""
@@ -295,6 +283,8 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                                                  tile=options.tile, statistics=statistics, return_logits=False,
                                                  saturation=options.saturation or header_saturation(science.keywords))
                     if options.grow:
+                        from .interfaces import grown_cr_mask
+
                         result = replace(result, mask=grown_cr_mask(result, options.grow))
                     cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
                     shape = science.data.shape
