@@ -5,6 +5,7 @@ CR footprints). For each: wall seconds (best of ``--repeat``), Mpix/s, the peak 
 above the baseline while it ran (sampled every 5 ms), and the ratio of crdetect's time to each peer's.
 
     python benchmarks/bench_detect.py [--threads 2] [--repeat 2] [--out results/bench_detect.txt]
+    python benchmarks/bench_detect.py --frame real     # a real star field tiled to the same size
     python benchmarks/bench_detect.py --precision float32 bfloat16       # also time bfloat16 autocast
     python benchmarks/bench_detect.py --device cuda --precision float32 float16 --tile 1024 4096 0
 
@@ -62,6 +63,31 @@ def make_frame(seed: int = 0):
     return simulate_frame(np.random.default_rng(seed), SimulationConfig(), "r", load_cr_library().pool("test"))
 
 
+def real_star_field(shape=(4096, 2048)):
+    """A real star field tiled to DECam CCD size: CTIO Blanco Mosaic2 ``tpv.fits`` (I band, 420 s, 512 x 512;
+    ../shared/data/real/b7_ctio_mosaic2_galsim) mirrored at its edges until it fills ``shape``, so no seam is
+    sharp. LA-Cosmic's time depends on the frame's content (stars, saturation), not only its size.
+
+    Returns the image, gain (sky / sigma^2, as the real-frame benchmark estimates it), read noise and the
+    saturation level of its header.
+    """
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from crdetect.preprocessing import frame_statistics
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "b7_ctio_mosaic2_galsim" / "tpv.fits"
+    with fits.open(path) as hdul:
+        tile = np.asarray(hdul[0].data, np.float32)
+        saturation = float(hdul[0].header.get("SATURATE", 44000.0))
+    reps = (-(-shape[0] // tile.shape[0]), -(-shape[1] // tile.shape[1]))
+    image = np.pad(tile, ((0, (reps[0] - 1) * tile.shape[0]), (0, (reps[1] - 1) * tile.shape[1])), mode="symmetric")
+    image = np.ascontiguousarray(image[:shape[0], :shape[1]])
+    stats = frame_statistics(image)
+    return image, max(stats.sky / stats.sigma**2, 0.1), 5.0, saturation
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -74,6 +100,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="device of crdetect's models (cpu, cuda)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile'd crdetect models (compilation is timed apart)")
+    parser.add_argument("--frame", default="simulated", choices=["simulated", "real"],
+                        help="simulated DECam CCD (default), or a real star field (CTIO Mosaic2) tiled to its size")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
 
@@ -84,10 +112,15 @@ def main() -> int:
     from crdetect.preprocessing import frame_statistics
 
     torch.set_num_threads(args.threads)
-    frame = make_frame()
-    image = frame.image
+    if args.frame == "real":
+        image, gain, read_noise, saturation = real_star_field()
+        description = "real star field (CTIO Mosaic2 tpv.fits, I band) tiled to a DECam CCD"
+    else:
+        frame = make_frame()
+        image, gain, read_noise, saturation = frame.image, frame.gain, frame.read_noise, 1.6e5 / frame.gain
+        description = "simulated DECam CCD, r band"
     mpix = image.size / 1e6
-    context = ImageContext(frame_statistics(image), frame.gain, frame.read_noise, 1.6e5 / frame.gain)
+    context = ImageContext(frame_statistics(image), gain, read_noise, saturation)
     runs = {}
 
     notes = []
@@ -133,7 +166,7 @@ def main() -> int:
         runs[name] = (min(times), memory.above_base, gpu_peak)
 
     device = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} threads"
-    lines = [f"frame: simulated DECam CCD {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix), r band; "
+    lines = [f"frame: {description}, {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix); "
              f"torch {torch.__version__}, crdetect on {device}, tile {' '.join(map(str, args.tile))}, "
              f"best of {args.repeat}",
              f"{'detector':<40} {'seconds':>8} {'Mpix/s':>8} {'peak MB':>8}" + (f" {'GPU MB':>8}" if gpu else "")]
