@@ -434,3 +434,27 @@ def test_grow_option_widens_the_mask_but_never_onto_masked_pixels(tmp_path):
     assert plain[20, 11:19].all() and plain[60:62, 70:72].all()
     np.testing.assert_array_equal(grown, grow_mask(plain, 2) & (dq == 0))
     assert grown.sum() > 3 * plain.sum()
+
+
+def test_a_separate_bad_pixel_mask_keeps_known_hot_pixels_unflagged(tmp_path, capsys):
+    """A single frame cannot tell a hot pixel from a one-pixel hit: the detector's mask can (issue #13 item 2)."""
+    image = _frame((64, 80)).astype(np.float32)
+    hot = [(10, 10), (20, 50), (40, 30)]
+    for y, x in hot:
+        image[y, x] += 2000.0  # 200 sigma: flagged like a one-pixel hit without the mask
+    image[50, 60:66] += np.array([600.0, 900.0, 1400.0, 1100.0, 800.0, 500.0], np.float32)  # a real hit
+    fits.PrimaryHDU(image).writeto(tmp_path / "frame.fits")
+    bpm = np.zeros(image.shape, np.uint8)
+    for y, x in hot:
+        bpm[y, x] = 1
+    fits.PrimaryHDU(bpm).writeto(tmp_path / "bpm.fits")
+    assert _detect(tmp_path / "frame.fits", "fast", tmp_path / "a") == 0
+    assert _detect(tmp_path / "frame.fits", "fast", tmp_path / "b", "--bad-pixel-mask", str(tmp_path / "bpm.fits")) == 0
+    plain, masked = (fits.getdata(tmp_path / d / "frame_crmask.fits", "CRMASK").astype(bool) for d in ("a", "b"))
+    assert all(plain[y, x] for y, x in hot) and not any(masked[y, x] for y, x in hot)
+    assert masked[50, 61:65].all()
+    assert fits.getheader(tmp_path / "b" / "frame_crmask.fits", "CRMASK")["CRNMASK"] == 3
+    fits.PrimaryHDU(bpm[:10]).writeto(tmp_path / "small.fits")
+    assert _detect(tmp_path / "frame.fits", "fast", tmp_path / "c", "--bad-pixel-mask", str(tmp_path / "small.fits")) == 1
+    assert "pass a mask of the frame's shape" in capsys.readouterr().err
+    assert _detect(tmp_path / "frame.fits", "fast", tmp_path / "d", "--bad-pixel-mask", str(tmp_path / "none.fits")) == 2

@@ -106,7 +106,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile,
                             precision=args.precision, threads=args.threads, mask_only=args.mask_only,
-                            file_masks=not args.no_file_mask, grow=args.grow)
+                            file_masks=not args.no_file_mask, grow=args.grow, bad_pixel_mask=args.bad_pixel_mask)
+    if args.bad_pixel_mask:  # a missing or unreadable mask file fails once, before any work
+        from .data.fits_io import open_fits
+
+        open_fits(args.bad_pixel_mask).close()
     # a bad model name, checkpoint or tile fails once, up front; the serial path reuses this detector
     _check_detector_options(args, detector_for(options))
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -223,13 +227,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate
 
-    if not args.data and not args.real:
-        raise CRDetectError("pass --data DIR (a benchmark) and/or --real DIR (labelled real frames)")
+    if not args.data and not args.real and not args.sources:
+        raise CRDetectError("pass --data DIR (a benchmark), --real DIR (labelled real frames) and/or --sources N "
+                            "(simulated trailed and elongated sources)")
     baselines = [b for b in args.baselines.split(",") if b] if args.baselines else []
     rows = evaluate(args.runs, args.data, args.out, baselines, args.real, args.max_val_patches,
-                    args.max_test_patches, args.device, progress=not args.quiet)
-    print((Path(args.out) / "results.md").read_text())
-    print(f"wrote {args.out}/results.csv, results.md, curves.json, figures and report.html ({len(rows)} rows)")
+                    args.max_test_patches, args.device, progress=not args.quiet, source_frames_per_kind=args.sources)
+    for table in ("results.md", "sources.md"):
+        if (Path(args.out) / table).exists():
+            print((Path(args.out) / table).read_text())
+    written = "results.csv, results.md, curves.json, figures, " if rows else ""
+    written += "sources.csv, sources.md, " if args.sources else ""
+    print(f"wrote {args.out}/{written}report.html")
     return 0
 
 
@@ -295,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HDU index or EXTNAME to search (output named <stem>_hdu<HDU>_crmask.fits); default "
                              "(or 'all'): every science image (each amplifier or CCD); mask, error, variance and "
                              "weight planes and empty HDUs are never searched")
+    detect.add_argument("--bad-pixel-mask", default=None, metavar="MASK.fits",
+                        help="the detector's bad-pixel mask (non-zero = bad: hot pixels, bad columns), applied to "
+                             "every input: the plane with the science HDU's EXTNAME/EXTVER, else its index, else the "
+                             "file's only image; those pixels are never flagged (a single frame cannot tell a hot "
+                             "pixel from a one-pixel hit)")
     detect.add_argument("--no-file-mask", action="store_true",
                         help="ignore the file's own bad-pixel/DQ plane (by default its non-zero pixels are never "
                              "flagged and are kept out of the background and noise estimates)")
@@ -417,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baselines", default="lacosmic", help="comma-separated: lacosmic,deepcr,cosmic_conn")
     evaluate.add_argument("--data", default=None, help="benchmark directory (val.h5, test.h5)")
     evaluate.add_argument("--real", default=None, help="directory of labelled real frames (shared/data/real)")
+    evaluate.add_argument("--sources", type=_number_type(int, 0, what="a number of frames >= 0"), default=0,
+                          metavar="N", help="also score false detections on trailed, elongated, moving, "
+                                            "undersampled and donut sources: N simulated frames per kind")
     evaluate.add_argument("--max-val-patches", type=int, default=None)
     evaluate.add_argument("--max-test-patches", type=int, default=None)
     evaluate.add_argument("--device", default="auto")

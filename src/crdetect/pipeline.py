@@ -48,6 +48,7 @@ class DetectOptions:
     precision: str = "float32"  # or bfloat16 (faster on recent CPUs), float16 (CUDA)
     mask_only: bool = False  # write only the crdetect extensions, not a copy of the input's HDUs
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
+    bad_pixel_mask: str | None = None  # a separate FITS mask (non-zero = bad) for every input
     grow: int = 0  # grow the CR mask by this many pixels
 
 
@@ -247,8 +248,8 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
     The file is checked whole (headers, length) before any detection; its science images are then
     read, searched and appended to the output one at a time, so memory holds one image and its result.
     """
-    from .data.fits_io import (crdetect_extensions, data_section, detection_output, open_fits, output_path_for,
-                               read_science, select_science)
+    from .data.fits_io import (crdetect_extensions, data_section, detection_output, external_mask, open_fits,
+                               output_path_for, read_science, select_science)
 
     path = Path(path)
     out_path = Path(out_path) if out_path is not None else output_path_for(path, options.out_dir,
@@ -272,6 +273,9 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                                   overwrite=options.overwrite) as append:
                 for plan in plans:
                     science = read_science(hdul, plan, path)
+                    if options.bad_pixel_mask:
+                        known = external_mask(options.bad_pixel_mask, science)
+                        science.mask = known if science.mask is None else science.mask | known
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
                         section = None if options.full_frame else data_section(science.header, science.data.shape)

@@ -67,6 +67,14 @@ class SimulationConfig:
     cr_rate_scale_max: float | None = None  # if set, each frame's scale is log-uniform in [cr_rate_scale, this]
     cr_track_fraction: float = 0.1  # long grazing tracks of a 250 um thick sensor
     label_nsigma: float = 2.0
+    # Sources that are not round (none in the DECam benchmark; the evaluation set of
+    # crdetect.evaluation.sources and training against false detections on them use these):
+    trail_px: tuple[float, float] = (0.0, 0.0)  # non-sidereal tracking: every source trailed this long, px
+    psf_ellipticity: tuple[float, float] = (0.0, 0.0)  # guiding errors, wind shake: PSF shear |g| per frame
+    donut_fraction: float = 0.0  # fraction of frames with a defocused (donut) PSF
+    moving_objects: tuple[int, int] = (0, 0)  # asteroids per frame, each trailed in its own direction
+    moving_trail_px: tuple[float, float] = (5.0, 60.0)
+    moving_mag: tuple[float, float] = (17.5, 22.0)
 
 
 @dataclass
@@ -92,21 +100,65 @@ def _power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float, slop
     return np.log10(a + rng.random(n) * (b - a)) / slope
 
 
+def line_kernel(length_px: float, angle: float) -> np.ndarray:
+    """A normalised kernel of odd size: a straight segment ``length_px`` long at ``angle`` (radians) through
+    its centre, drawn by bilinear splatting of points every 0.25 px (a source trailed by its motion)."""
+    half = int(np.ceil(length_px / 2)) + 1
+    kernel = np.zeros((2 * half + 1, 2 * half + 1), np.float64)
+    t = np.linspace(-length_px / 2, length_px / 2, max(2, int(np.ceil(length_px * 4)) + 1))
+    ys, xs = half + t * np.sin(angle), half + t * np.cos(angle)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    fy, fx = ys - y0, xs - x0
+    for dy, dx, w in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+        np.add.at(kernel, (y0 + dy, x0 + dx), w)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _psf(galsim, rng: np.random.Generator, config: SimulationConfig, fwhm: float):
+    """The frame's PSF: a Moffat, defocused into a donut in ``donut_fraction`` of frames, sheared by a
+    |g| drawn from ``psf_ellipticity`` (guiding errors, wind shake)."""
+    psf = galsim.Moffat(beta=config.moffat_beta, fwhm=fwhm)
+    if config.donut_fraction and rng.random() < config.donut_fraction:
+        # a defocused telescope images its pupil: a uniform annulus (central obstruction) blurred by the seeing
+        outer = rng.uniform(1.5, 4.0)  # arcsec
+        inner = outer * rng.uniform(0.3, 0.5)
+        area_out, area_in = outer**2, inner**2
+        pupil = galsim.Add([galsim.TopHat(outer, flux=area_out / (area_out - area_in)),
+                            galsim.TopHat(inner, flux=-area_in / (area_out - area_in))])
+        psf = galsim.Convolve(pupil, psf)
+    g = rng.uniform(*config.psf_ellipticity) if config.psf_ellipticity[1] > 0 else 0.0
+    if g > 0:
+        psf = psf.shear(g=min(g, 0.95), beta=rng.uniform(0, np.pi) * galsim.radians)
+    return psf
+
+
 def _render_sources(image: np.ndarray, rng: np.random.Generator, config: SimulationConfig, zero_point: float,
                     exposure: float, fwhm: float) -> None:
-    """Add stars and Sersic galaxies, convolved with a Moffat PSF, to ``image`` (electrons)."""
+    """Add stars and Sersic galaxies, convolved with the PSF (and, under non-sidereal tracking, trailed),
+    and moving objects, to ``image`` (electrons)."""
     galsim = require("galsim", "train", "the DECam-like simulation")
+    from scipy.signal import fftconvolve
 
-    psf = galsim.Moffat(beta=config.moffat_beta, fwhm=fwhm)
     height, width = image.shape
     mpix = height * width / 1e6
     gsparams = galsim.GSParams(maximum_fft_size=4096, folding_threshold=1e-2)
+    psf = _psf(galsim, rng, config, fwhm)
+    trail = rng.uniform(*config.trail_px) if config.trail_px[1] > 0 else 0.0
+    tracking = line_kernel(trail, rng.uniform(0, np.pi)) if trail >= 1.0 else None
 
-    def draw(profile, flux):
+    def draw(profile, flux, kernel=tracking):
         y, x = rng.uniform(0, height), rng.uniform(0, width)
         stamp = profile.withFlux(flux).drawImage(scale=PIXEL_SCALE, offset=(x % 1 - 0.5, y % 1 - 0.5))
         arr = stamp.array
+        if kernel is not None:  # the kernel is odd-sized and centred: the stamp's centre stays in place
+            arr = np.clip(fftconvolve(arr, kernel, mode="full"), 0, None)
         add_stamp(image, arr, int(y) - arr.shape[0] // 2, int(x) - arr.shape[1] // 2)
+
+    moving = rng.integers(config.moving_objects[0], config.moving_objects[1] + 1) if config.moving_objects[1] else 0
+    for _ in range(moving):  # (no draw at all when there are none: the benchmark's frames stay as they were)
+        mag = rng.uniform(*config.moving_mag)
+        kernel = line_kernel(rng.uniform(*config.moving_trail_px), rng.uniform(0, np.pi))
+        draw(psf.withGSParams(gsparams), exposure * 10 ** (-0.4 * (mag - zero_point)), kernel)
 
     for mag in _power_law_mags(rng, rng.poisson(config.stars_per_mpix * mpix), *config.star_mag, slope=0.2):
         flux = exposure * 10 ** (-0.4 * (mag - zero_point))

@@ -20,14 +20,27 @@ logger = logging.getLogger(__name__)
 
 def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, baselines: list[str],
              real_root: str | Path | None = None, max_val_patches: int | None = None,
-             max_test_patches: int | None = None, device: str = "auto", progress: bool = True) -> list[dict]:
-    """Evaluate every run directory (or checkpoint) and baseline; returns the table rows."""
+             max_test_patches: int | None = None, device: str = "auto", progress: bool = True,
+             source_frames_per_kind: int = 0) -> list[dict]:
+    """Evaluate every run directory (or checkpoint) and baseline; returns the table rows.
+
+    With ``source_frames_per_kind`` > 0 the detectors are also scored for false detections on trailed and
+    elongated sources (:mod:`crdetect.evaluation.sources`): ``sources.md`` and ``sources.csv``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     infos = {info.name: info for info in (read_run(r) for r in runs)}
     detectors: list[Detector] = [NetworkDetector(load_detector(info.checkpoint, device=device), name=name, tile=None)
                                  for name, info in infos.items()]
     detectors += make_baselines(baselines)
+    extra = {}
+    if source_frames_per_kind:
+        extra[f"False detections on sources ({source_frames_per_kind} simulated frames per kind)"] = \
+            _evaluate_sources(detectors, source_frames_per_kind, out, progress)
+    if data_dir is None and real_root is None:
+        write_report(out, "", [], notes=f"runs: {', '.join(infos)}; baselines: {', '.join(baselines) or 'none'}",
+                     extra_tables=extra)
+        return []
     val, test, curves = {}, {}, {}
     if data_dir is not None:
         data = Path(data_dir)
@@ -51,10 +64,28 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
     if data_dir is not None:
         figures.append(_prediction_figure(detectors, Path(data_dir) / "test.h5", out / "prediction_maps.png"))
         figures += _activation_figures(detectors, Path(data_dir) / "test.h5", out)
-    write_report(out, (out / "results.md").read_text(), figures,
+    write_report(out, (out / "results.md").read_text(), figures, extra_tables=extra,
                  notes=f"runs: {', '.join(infos)}; baselines: {', '.join(baselines) or 'none'}; data: {data_dir}; "
                        f"real frames: {real_root}")
     return rows
+
+
+def _evaluate_sources(detectors, frames_per_kind: int, out: Path, progress: bool) -> str:
+    """Score false detections on trailed/elongated sources; writes sources.md and sources.csv."""
+    import csv
+    from dataclasses import asdict
+
+    from .sources import evaluate_sources, sources_table
+
+    rows = evaluate_sources(detectors, frames_per_kind, progress=progress)
+    table = sources_table(rows)
+    (out / "sources.md").write_text(f"False detections on sources ({frames_per_kind} simulated 1024 x 1024 frames "
+                                    f"per kind; crdetect.evaluation.sources)\n\n{table}\n")
+    with open(out / "sources.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(asdict(rows[0])))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    return table
 
 
 def default_activation_layers(model) -> list[str]:

@@ -141,14 +141,22 @@ def plot_activation_maps(maps: dict[str, np.ndarray], image: np.ndarray, out_pat
     return Path(out_path)
 
 
-def write_report(out_dir: str | Path, table_markdown: str, figures: list[Path], notes: str = "") -> Path:
-    """report.html: the results table and every figure on one page."""
-    out = Path(out_dir)
-    lines = [line for line in table_markdown.strip().splitlines() if not line.startswith("|---")]
+def _html_table(table_markdown: str) -> str:
+    """A Markdown table (header row first) as an HTML table."""
+    lines = [line for line in table_markdown.strip().splitlines() if line.startswith("|") and not line.startswith("|---")]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    table = "<table>" + "".join(
+    return "<table>" + "".join(
         "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>" for c in row) + "</tr>"
         for i, row in enumerate(cells)) + "</table>"
+
+
+def write_report(out_dir: str | Path, table_markdown: str, figures: list[Path], notes: str = "",
+                 extra_tables: dict[str, str] | None = None) -> Path:
+    """report.html: the results table, further titled tables (Markdown) and every figure on one page."""
+    out = Path(out_dir)
+    table = _html_table(table_markdown) if table_markdown.strip() else ""
+    for title, markdown in (extra_tables or {}).items():
+        table += f"<h2>{html.escape(title)}</h2>" + _html_table(markdown)
     imgs = "".join(f'<figure><img src="{html.escape(Path(f).name)}" style="max-width:100%"><figcaption>'
                    f'{html.escape(Path(f).stem)}</figcaption></figure>' for f in figures)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>crdetect report</title><style>"
