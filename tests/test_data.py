@@ -294,3 +294,19 @@ def test_simulate_in_parallel_processes_writes_the_same_files(tmp_path):
                 np.testing.assert_array_equal(serial[key][()], parallel[key][()], err_msg=f"{name}:{key}")
     meta = [json.loads((tmp_path / jobs / "meta.json").read_text()) for jobs in ("1", "2")]
     assert meta[0] == meta[1]
+
+
+def test_simulate_mixes_frame_kinds_in_stated_fractions(tmp_path, capsys):
+    """`crdetect simulate --kinds` (issue #13 item 1): each frame's kind is drawn and recorded per patch."""
+    from crdetect.cli import main
+
+    assert main(["simulate", "--preset", "ci", "--seed", "5", "--out", str(tmp_path / "mix"), "-q",
+                 "--kinds", "elongated=0.5,trailed_sharp=0.5"]) == 0
+    assert main(["simulate", "--preset", "ci", "--seed", "5", "--out", str(tmp_path / "plain"), "-q"]) == 0
+    with h5py.File(tmp_path / "mix" / "test.h5") as mix, h5py.File(tmp_path / "plain" / "test.h5") as plain:
+        kinds = {k.decode() for k in mix["meta/kind"][()]}
+        assert kinds <= {"elongated", "trailed_sharp"} and kinds
+        assert {k.decode() for k in plain["meta/kind"][()]} == {"sidereal"}
+        assert not np.array_equal(mix["image"][()], plain["image"][()])
+    assert main(["simulate", "--preset", "ci", "--out", str(tmp_path / "bad"), "--kinds", "smeared=0.5"]) == 2
+    assert "unknown frame kinds ['smeared']" in capsys.readouterr().err

@@ -183,6 +183,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          cr_rate_scale_max=args.cr_rate_scale[1] if len(args.cr_rate_scale) > 1 else None)
     if args.bright_galaxies:
         config = replace(config, bright_galaxies=tuple(args.bright_galaxies))
+    if args.kinds:
+        try:
+            pairs = [item.split("=") for item in args.kinds.split(",") if item]
+            config = replace(config, kind_fractions=tuple((name.strip(), float(value)) for name, value in pairs))
+        except ValueError as err:
+            raise CRDetectError(f"--kinds: {err}; write e.g. --kinds elongated=0.15,trailed_sharp=0.15") from None
     counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet,
                              jobs=args.jobs)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -374,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "log-uniform range")
     simulate.add_argument("--bright-galaxies", type=int, nargs=2, metavar=("MIN", "MAX"),
                           help="large bright galaxies per frame (default none)")
+    simulate.add_argument("--kinds", default=None, metavar="KIND=FRACTION,...",
+                          help="fractions of frames with non-round sources (trailed, trailed_sharp, elongated, "
+                               "moving, undersampled, donut); the rest sidereal. Default: none (the benchmark)")
     simulate.add_argument("--jobs", type=_positive_int, default=1,
                           help="frames made in this many processes (the files are the same for any number)")
     simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")

@@ -75,6 +75,32 @@ class SimulationConfig:
     moving_objects: tuple[int, int] = (0, 0)  # asteroids per frame, each trailed in its own direction
     moving_trail_px: tuple[float, float] = (5.0, 60.0)
     moving_mag: tuple[float, float] = (17.5, 22.0)
+    # a mixture of frame kinds (names of FRAME_KINDS with the fraction of frames of each; the rest are
+    # sidereal), for training against false detections on such sources: (("elongated", 0.2), ...)
+    kind_fractions: tuple[tuple[str, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = [name for name, _ in self.kind_fractions if name not in FRAME_KINDS]
+        if unknown:
+            raise ValueError(f"unknown frame kinds {unknown}; choose from {', '.join(FRAME_KINDS)}")
+        total = sum(fraction for _, fraction in self.kind_fractions)
+        if any(fraction < 0 for _, fraction in self.kind_fractions) or total > 1 + 1e-9:
+            raise ValueError(f"kind fractions must be >= 0 and sum to at most 1, got {self.kind_fractions}")
+
+
+#: Kinds of frame besides the benchmark's round PSFs under sidereal tracking, as changes to
+#: :class:`SimulationConfig` (used by the evaluation set of crdetect.evaluation.sources and, through
+#: ``kind_fractions``, in training sets). Sources in them are not cosmic rays; a CR crossing one stays one.
+FRAME_KINDS: dict[str, dict] = {
+    "sidereal": {},
+    "trailed": {"trail_px": (20.0, 60.0)},  # non-sidereal tracking (asteroid follow-up)
+    # the same on a small telescope, binned: sharp trails as narrow as grazing CR tracks
+    "trailed_sharp": {"trail_px": (20.0, 60.0), "seeing_arcsec": (0.39, 0.66)},
+    "elongated": {"psf_ellipticity": (0.3, 0.8)},  # guiding errors, wind shake
+    "moving": {"moving_objects": (8, 20)},  # asteroids among round stars
+    "undersampled": {"seeing_arcsec": (0.39, 0.66)},  # FWHM 1.5-2.5 px
+    "donut": {"donut_fraction": 1.0},  # defocused
+}
 
 
 @dataclass
@@ -329,7 +355,7 @@ def _frame_jobs(preset: Preset) -> list[tuple[str, int, str]]:
 class _PatchWriter:
     """Appends patches to an HDF5 file as they are made (the paper preset never sits in memory)."""
 
-    META = ("band", "exposure_s", "seeing_arcsec", "gain", "read_noise", "sky_adu", "frame_sky", "frame_sigma",
+    META = ("band", "kind", "exposure_s", "seeing_arcsec", "gain", "read_noise", "sky_adu", "frame_sky", "frame_sigma",
             "frame_id", "y0", "x0")
 
     def __init__(self, path: Path, expected: int) -> None:
@@ -357,7 +383,8 @@ class _PatchWriter:
 
     def close(self) -> None:
         for key, values in self.meta.items():
-            data = np.array(values, dtype="S8") if key == "band" else np.asarray(values)
+            text = {"band": "S8", "kind": "S16"}.get(key)
+            data = np.array(values, dtype=text) if text else np.asarray(values)
             self.file.create_dataset(f"meta/{key}", data=data)
         self.file.close()
 
@@ -373,7 +400,15 @@ def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_sha
     """One frame of a preset, cut into patches: (images, masks, ignores, meta). Its random stream derives
     from ``(seed, split, band, index)`` only, so frames can be made in any process, in any order."""
     split, index, band = job
-    rng = np.random.default_rng([seed, 0 if split == "trainval" else 1, ord(band), index])
+    stream = [seed, 0 if split == "trainval" else 1, ord(band), index]
+    kind = "sidereal"
+    if config.kind_fractions:  # drawn from a stream of its own: the frame's stream is the benchmark's
+        names, fractions = zip(*config.kind_fractions)
+        draw = np.random.default_rng([*stream, 2]).random()
+        edges = np.cumsum(fractions)
+        kind = names[int(np.searchsorted(edges, draw, side="right"))] if draw < edges[-1] else "sidereal"
+        config = replace(config, kind_fractions=(), **FRAME_KINDS[kind])
+    rng = np.random.default_rng(stream)
     frame = simulate_frame(rng, config, band, _footprint_pools()[split])
     stats = frame_statistics(frame.image)
     ny, nx = frame_shape[0] // PATCH, frame_shape[1] // PATCH
@@ -382,7 +417,7 @@ def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_sha
     def cut(array: np.ndarray) -> np.ndarray:
         return np.stack([array[y:y + PATCH, x:x + PATCH] for y, x in origins])
 
-    meta = {"band": band, "exposure_s": frame.exposure_s, "seeing_arcsec": frame.seeing_arcsec,
+    meta = {"band": band, "kind": kind, "exposure_s": frame.exposure_s, "seeing_arcsec": frame.seeing_arcsec,
             "gain": frame.gain, "read_noise": frame.read_noise, "sky_adu": frame.sky_adu,
             "frame_sky": stats.sky, "frame_sigma": stats.sigma,
             "y0": [o[0] for o in origins], "x0": [o[1] for o in origins]}

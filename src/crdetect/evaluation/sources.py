@@ -25,23 +25,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..baselines import Detector, ImageContext
+from ..data.simulate import FRAME_KINDS
 from ..metrics import ScoreAccumulator
 from ..preprocessing import frame_statistics
 
 logger = logging.getLogger(__name__)
 
-#: The kinds of frame, as changes to the benchmark's :class:`~crdetect.data.simulate.SimulationConfig`.
-#: ``sidereal`` is the benchmark itself (round Moffat PSFs), the reference.
-SOURCE_KINDS: dict[str, dict] = {
-    "sidereal": {},
-    "trailed": {"trail_px": (20.0, 60.0)},  # non-sidereal tracking (asteroid follow-up)
-    # the same on a small telescope, binned: sharp trails as narrow as grazing CR tracks
-    "trailed_sharp": {"trail_px": (20.0, 60.0), "seeing_arcsec": (0.39, 0.66)},
-    "elongated": {"psf_ellipticity": (0.3, 0.8)},  # guiding errors, wind shake
-    "moving": {"moving_objects": (8, 20)},  # asteroids among round stars
-    "undersampled": {"seeing_arcsec": (0.39, 0.66)},  # FWHM 1.5-2.5 px
-    "donut": {"donut_fraction": 1.0},  # defocused
-}
+#: The kinds of frame (:data:`crdetect.data.simulate.FRAME_KINDS`); ``sidereal`` is the benchmark itself
+#: (round Moffat PSFs), the reference.
+SOURCE_KINDS = FRAME_KINDS
 #: More stars than the DECam benchmark (50 per Mpix): the set is about stars.
 STARS_PER_MPIX = 600.0
 
