@@ -13,7 +13,6 @@ Inputs are never modified; input masks are honoured (never flagged, kept out of 
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
@@ -28,12 +27,11 @@ LACOSMIC_ONLY = frozenset({"inbkg", "invar", "sigclip", "sigfrac", "objlim", "ni
                            "psfmodel", "psffwhm", "psfsize", "psfk", "psfbeta", "verbose", "pssl", "gain_apply"})
 
 
-@functools.lru_cache(maxsize=4)
 def _detector(model: str, device: str, precision: str):
-    """One detector per (model, device, precision) per process: pipelines call once per frame."""
-    from .inference import load_detector
+    """The process's cached detector (:func:`crdetect.pipeline.cached_detector`): pipelines call once per frame."""
+    from .pipeline import cached_detector
 
-    return load_detector(model, device=device, precision=precision)
+    return cached_detector(model, device, None, None, precision=precision)
 
 
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -101,7 +99,7 @@ def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, devic
     gain, readnoise = _value(gain), _value(readnoise)
     statistics = None
     if gain is not None or readnoise is not None or sigma is not None:
-        stats = frame_statistics(image if mask is None else np.where(mask, np.float32(np.nan), image))
+        stats = frame_statistics(image, ignore=mask)
         if sigma is None:
             # the detector's noise model, as LA-Cosmic's: the frame must include its sky (counts)
             sigma = noise_from_detector(stats.sky, 1.0 if gain is None else gain, 6.5 if readnoise is None else readnoise)

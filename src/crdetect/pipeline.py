@@ -7,6 +7,7 @@ error instead of an exception, so one bad file never stops a batch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -118,8 +119,8 @@ def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str, 
     from .data.fits_io import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
     from .preprocessing import FrameStatistics, frame_statistics, noise_from_detector
 
-    def statistics():  # of the unmasked pixels
-        return frame_statistics(image if mask is None else np.where(mask, np.float32(np.nan), image))
+    def statistics():
+        return frame_statistics(image, ignore=mask)
 
     if options.noise_from_header or options.gain is not None or options.read_noise is not None:
         keywords_from = header if options.noise_from_header else {}
@@ -250,6 +251,7 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
     """
     from .data.fits_io import (crdetect_extensions, data_section, detection_output, external_mask, open_fits,
                                output_path_for, read_science, select_science)
+    from .interfaces import grown_cr_mask
 
     path = Path(path)
     out_path = Path(out_path) if out_path is not None else output_path_for(path, options.out_dir,
@@ -264,7 +266,9 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                                 "(or --skip-existing to keep it)")
         detector = detector or detector_for(options)
         rows = []
-        with open_fits(path) as hdul:
+        with open_fits(path) as hdul, contextlib.ExitStack() as stack:
+            # the detector's bad-pixel mask file, opened once per input (each HDU reads its own plane)
+            bad_pixels = stack.enter_context(open_fits(options.bad_pixel_mask)) if options.bad_pixel_mask else None
             plans = select_science(hdul, options.hdu, options.file_masks, path)
             # EXTVER pairs each CRMASK with its science HDU's index; shifted by one when the primary HDU is
             # searched too, since EXTVER 0 is not found by fits.getdata(out, "CRMASK")
@@ -273,8 +277,8 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                                   overwrite=options.overwrite) as append:
                 for plan in plans:
                     science = read_science(hdul, plan, path)
-                    if options.bad_pixel_mask:
-                        known = external_mask(options.bad_pixel_mask, science)
+                    if bad_pixels is not None:
+                        known = external_mask(bad_pixels, science, options.bad_pixel_mask)
                         science.mask = known if science.mask is None else science.mask | known
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", RuntimeWarning)
@@ -287,8 +291,6 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
                                                  tile=options.tile, statistics=statistics, return_logits=False,
                                                  saturation=options.saturation or header_saturation(science.keywords))
                     if options.grow:
-                        from .interfaces import grown_cr_mask
-
                         result = replace(result, mask=grown_cr_mask(result, options.grow))
                     cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
                     shape = science.data.shape

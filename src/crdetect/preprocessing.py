@@ -56,7 +56,7 @@ def noise_from_detector(sky: float, gain: float, read_noise: float) -> float:
     return float(np.sqrt(max(sky, 0.0) * gain + read_noise**2) / gain)
 
 
-def frame_statistics(image: np.ndarray) -> FrameStatistics:
+def frame_statistics(image: np.ndarray, ignore: np.ndarray | None = None) -> FrameStatistics:
     """Robust sky level and pixel noise of a frame.
 
     The sky is the sigma-clipped median. The noise is the MAD standard deviation of differences
@@ -64,9 +64,11 @@ def frame_statistics(image: np.ndarray) -> FrameStatistics:
     frame, gradients) cancels in the differences, so the estimate is the pixel-to-pixel noise even
     where the frame's overall spread is dominated by sources. Non-finite pixels are ignored; large
     frames are subsampled on a regular grid (fast and deterministic, so tiled and whole-frame
-    inference see the same numbers).
+    inference see the same numbers). Pixels of ``ignore`` (an input mask) are left out like non-finite ones.
     """
     image = np.asarray(image)
+    if ignore is not None:
+        image = np.where(ignore, np.float32(np.nan), image)
     finite_count = int(np.count_nonzero(np.isfinite(image)))
     if finite_count == 0:
         raise InputError("the image has no finite pixels (all NaN or inf); nothing to detect")

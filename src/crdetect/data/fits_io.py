@@ -76,9 +76,6 @@ class InheritedHeader:
             return self.primary[key]
         return default
 
-    def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None
-
 
 @dataclass
 class ScienceHDU:
@@ -363,31 +360,33 @@ def read_science(hdul: fits.HDUList, plan: SciencePlan, path: str | os.PathLike 
     return ScienceHDU(plan.index, hdu.name, data, hdu.header.copy(), hdul[0].header, mask, plan.mask_index)
 
 
-def external_mask(path: str | os.PathLike, science: ScienceHDU) -> np.ndarray:
-    """The plane of a separate bad-pixel mask file that belongs to ``science`` (non-zero = bad), as bool.
+def external_mask(hdul: fits.HDUList, science: ScienceHDU, path: str | os.PathLike = "") -> np.ndarray:
+    """The plane of a separate bad-pixel mask file (open as ``hdul``, from ``path``) that belongs to
+    ``science`` (non-zero = bad), as bool.
 
     The plane is the mask file's HDU with the science HDU's EXTNAME and EXTVER, else the one at the
     science HDU's index, else the file's only 2-D image: one mask file serves every frame of a detector
-    (a mosaic's BPM with one extension per CCD, or one plane for a single-CCD camera).
+    (a mosaic's BPM with one extension per CCD, or one plane for a single-CCD camera). The plane's
+    cached data are dropped afterwards, so a mask file of many planes is held one plane at a time.
 
     Raises
     ------
     InputError
         No plane fits, or its shape differs from the science image's.
     """
-    with open_fits(path) as hdul:
-        images = [i for i, h in enumerate(hdul) if hdu_role(h) not in ("table", "empty", "not 2-D")]
-        by_name = [i for i in images if science.name and science.name != "PRIMARY"
-                   and hdul[i].name == science.name and hdul[i].ver == science.header.get("EXTVER", 1)]
-        if by_name:
-            index = by_name[0]
-        elif science.index in images:
-            index = science.index
-        elif len(images) == 1:
-            index = images[0]
-        else:
-            raise InputError(f"the mask file {str(path)!r} has no plane for HDU {science.label} (HDUs: {_describe(hdul)})")
-        mask = np.asarray(hdul[index].data) != 0
+    images = [i for i, h in enumerate(hdul) if hdu_role(h) not in ("table", "empty", "not 2-D")]
+    by_name = [i for i in images if science.name and science.name != "PRIMARY"
+               and hdul[i].name == science.name and hdul[i].ver == science.header.get("EXTVER", 1)]
+    if by_name:
+        index = by_name[0]
+    elif science.index in images:
+        index = science.index
+    elif len(images) == 1:
+        index = images[0]
+    else:
+        raise InputError(f"the mask file {str(path)!r} has no plane for HDU {science.label} (HDUs: {_describe(hdul)})")
+    mask = np.asarray(hdul[index].data) != 0
+    del hdul[index].data
     if mask.shape != science.data.shape:
         raise InputError(f"the mask file {str(path)!r} HDU {index} has shape {mask.shape}, but HDU {science.label} "
                          f"is {science.data.shape}; pass a mask of the frame's shape")
