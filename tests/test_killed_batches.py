@@ -39,11 +39,26 @@ def batch(tmp_path_factory) -> list[Path]:
     return paths
 
 
-def _start(batch: list[Path], out: Path, *extra: str, jobs: str = "2") -> subprocess.Popen:
-    command = [sys.executable, "-m", "crdetect", "detect", *map(str, batch), "--model", "default", "--jobs", jobs,
-               "--out-dir", str(out), "-q", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+@pytest.fixture
+def start():
+    """Start `crdetect detect --jobs N` on a batch in a session of its own; whatever still runs at the end
+    of the test (an assertion failed mid-batch) is killed with its workers and reaped, so no process or pipe
+    outlives the test."""
+    started = []
+
+    def launch(batch: list[Path], out: Path, *extra: str, jobs: str = "2") -> subprocess.Popen:
+        command = [sys.executable, "-m", "crdetect", "detect", *map(str, batch), "--model", "default", "--jobs",
+                   jobs, "--out-dir", str(out), "-q", *extra]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        started.append(process)
+        return process
+
+    yield launch
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
 
 
 def _children(pid: int) -> set[int]:
@@ -77,7 +92,8 @@ def _wait(predicate, timeout: float = 120.0) -> bool:
 
 def _mid_batch(process: subprocess.Popen, out: Path, workers: int = 2) -> set[int]:
     """Wait until a worker writes its first output; return the workers' process ids."""
-    assert _wait(lambda: out.is_dir() and any(out.glob(".*.tmp"))), "no worker started writing"
+    # an output's temporary file, not summary.csv's (which the parent writes before it starts any worker)
+    assert _wait(lambda: out.is_dir() and any(out.glob(".*_crmask.fits.*.tmp"))), "no worker started writing"
     assert process.poll() is None, "the batch ended before it could be interrupted"
     children = _children(process.pid)
     assert len(children) >= workers
@@ -90,9 +106,9 @@ def _summary(out: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("how, code, jobs", [("SIGTERM", 143, "2"), ("SIGINT", 130, "2"), ("SIGTERM", 143, "1")])
-def test_terminated_batch_stops_its_workers_and_writes_the_summary(how, code, jobs, batch, tmp_path):
+def test_terminated_batch_stops_its_workers_and_writes_the_summary(how, code, jobs, batch, tmp_path, start):
     out = tmp_path / "out"
-    process = _start(batch, out, jobs=jobs)
+    process = start(batch, out, jobs=jobs)
     workers = _mid_batch(process, out, workers=int(jobs) if jobs != "1" else 0)
     if how == "SIGINT":  # Ctrl-C in a terminal signals the whole process group
         os.killpg(process.pid, signal.SIGINT)
@@ -110,9 +126,9 @@ def test_terminated_batch_stops_its_workers_and_writes_the_summary(how, code, jo
         assert Path(row["output"]).exists() == (row["status"] == "ok")
 
 
-def test_killed_batch_leaves_no_workers_and_a_restart_keeps_what_was_done(batch, tmp_path):
+def test_killed_batch_leaves_no_workers_and_a_restart_keeps_what_was_done(batch, tmp_path, start):
     out = tmp_path / "out"
-    process = _start(batch, out)
+    process = start(batch, out)
     workers = _mid_batch(process, out)
     process.kill()  # SIGKILL: no handler runs in the parent
     process.communicate(timeout=60)
@@ -123,7 +139,7 @@ def test_killed_batch_leaves_no_workers_and_a_restart_keeps_what_was_done(batch,
     done_before = {Path(p).name for p in out.glob("*_crmask.fits")}
     assert len(done_before) < FILES
 
-    restart = _start(batch, out, "--skip-existing")
+    restart = start(batch, out, "--skip-existing")
     restart.communicate(timeout=600)
     assert restart.returncode == 0
     rows = _summary(out)
