@@ -12,7 +12,8 @@ import torch
 from scipy import ndimage
 
 from crdetect import Preprocessing
-from crdetect.data.datasets import PatchDataset, add_hits, add_line, add_pedestal
+from crdetect.data.inject import add_hits
+from numpy_reference import PatchDataset, add_line, add_pedestal
 from crdetect.data.inject import cr_track, inject_crs, load_cr_library
 from crdetect.data.simulate import (PRESETS, DetectorModel, SimulationConfig, bleed_saturation, build_benchmark,
                                     plan, simulate_frame)

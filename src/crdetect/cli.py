@@ -202,7 +202,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {"model": args.model, "data": args.data, "loss": args.loss, "epochs": args.epochs,
                  "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer, "crop": args.crop,
                  "device": args.device, "seed": args.seed, "max_train_patches": args.max_train_patches,
-                 "max_val_patches": args.max_val_patches, "num_workers": args.num_workers, "init_from": args.init_from,
+                 "max_val_patches": args.max_val_patches, "init_from": args.init_from,
+                 "alpha_ramp_epochs": args.alpha_ramp_epochs, "channels_last": args.channels_last,
+                 "compile": args.compile or None, "time_budget_min": args.time_budget,
                  "pedestal_prob": args.pedestal_prob, "extra_hits": args.extra_hits, "hit_zoom": args.hit_zoom,
                  "hit_charge": args.hit_charge, "line_prob": args.line_prob,
                  "keep_epochs": args.keep_epochs or None}
@@ -279,6 +281,12 @@ def cmd_label(args: argparse.Namespace) -> int:
                                fits.ImageHDU(labels.weight.astype(np.float32), name="WEIGHT")]),
                  out / "median_stack.fits", args.overwrite)
     print(f"wrote labels to {out} (and median_stack.fits with the median-weighted loss map)")
+    if args.training_set:
+        from .data.consecutive import write_training_set
+
+        counts = write_training_set([s.data for s in sciences], labels, gain, read_noise, args.training_set)
+        print(f"wrote {args.training_set}: train {counts['train']}, val {counts['val']} patches with weight maps "
+              f"(crdetect train --data {args.training_set} [--loss median_weighted])")
     return 0
 
 
@@ -393,7 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default=None, help="registry name (default deepcr_unet)")
     train.add_argument("--model-kwargs", default=None, help='JSON constructor overrides, e.g. \'{"base_channels": 16}\'')
     train.add_argument("--data", default=None, help="directory with train.h5 and val.h5")
-    train.add_argument("--loss", default=None, choices=["bce", "dice", "bce_dice"])
+    train.add_argument("--loss", default=None, choices=["bce", "dice", "bce_dice", "median_weighted"],
+                       help="default bce_dice, the study's (1 - Dice + BCE) / 2; median_weighted: Cosmic-CoNN's "
+                            "median-weighted BCE (needs the weight maps `crdetect simulate` or `crdetect label "
+                            "--training-set` store)")
+    train.add_argument("--alpha-ramp-epochs", type=int, default=None,
+                       help="median_weighted: epochs over which its alpha rises from 0 to 1 (default: all)")
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
@@ -401,8 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--crop", type=int, default=None, help="random crop size (faster on CPU)")
     train.add_argument("--max-train-patches", type=int, default=None)
     train.add_argument("--max-val-patches", type=int, default=None)
-    train.add_argument("--num-workers", type=int, default=None)
     train.add_argument("--device", default=None)
+    train.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction,
+                       help="channels-last memory format (default: on CUDA for models without GroupNorm)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (compile time counts)")
+    train.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                       help="stop after the epoch that exceeds MIN minutes of training")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--init-from", default=None, help="checkpoint whose weights start the run")
     train.add_argument("--pedestal-prob", type=float, default=None,
@@ -433,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--gain", type=float, default=None, help="e-/ADU (default: header GAIN)")
     label.add_argument("--read-noise", type=float, default=None, help="e- (default: header RDNOISE)")
     label.add_argument("--overwrite", action="store_true")
+    label.add_argument("--training-set", default=None, metavar="DIR",
+                       help="also cut the labelled exposures into 256 x 256 training patches (train.h5, val.h5 "
+                            "with the median weight map) for `crdetect train --data DIR`")
     label.set_defaults(func=cmd_label)
 
     evaluate = sub.add_parser("evaluate", help="score runs and baselines on the same test set and real frames")

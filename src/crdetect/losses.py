@@ -80,9 +80,38 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+#: Losses ``crdetect train --loss`` accepts.
+TRAINING_LOSSES = (*LOSSES, "median_weighted")
+
+
 def get_loss(name: str) -> Callable[..., torch.Tensor]:
-    """Loss by name: ``bce``, ``dice`` or ``bce_dice`` (the study's default)."""
+    """Loss by name: ``bce``, ``dice`` or ``bce_dice`` (the study's default); (logits, target, ignore)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)} "
-                         "(median-weighted BCE needs exposure stacks: crdetect.losses.median_weighted_bce_loss)")
+                         "(median-weighted BCE: training_loss('median_weighted', ...))")
     return LOSSES[name]
+
+
+def training_loss(name: str, epoch: int, ramp_epochs: int) -> Callable[..., torch.Tensor]:
+    """The training loss of ``epoch``: (logits, target, ignore, weight) -> loss.
+
+    ``median_weighted`` clamps the weight map to [alpha, 1] with alpha from :func:`alpha_schedule`
+    (0 at the first epoch, 1 -- plain BCE -- after ``ramp_epochs``); the others ignore ``weight``.
+    """
+    if name == "median_weighted":
+        alpha = alpha_schedule(epoch, ramp_epochs)
+
+        def loss(logits, target, ignore=None, weight=None):
+            if weight is None:
+                raise ValueError("the median-weighted loss needs the data's weight maps")
+            return median_weighted_bce_loss(logits, target, weight.clamp(min=alpha, max=1.0), ignore)
+
+        return loss
+    plain = get_loss(name)
+    return lambda logits, target, ignore=None, weight=None: plain(logits, target, ignore)
+
+
+def validation_loss(name: str) -> Callable[..., torch.Tensor]:
+    """The loss that picks the best epoch: the training loss, except that the median-weighted loss is
+    scored at its schedule's end point (plain BCE), so that epochs stay comparable while alpha rises."""
+    return get_loss("bce" if name == "median_weighted" else name)

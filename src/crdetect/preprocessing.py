@@ -276,3 +276,80 @@ class Preprocessing:
             out[nonfinite] = 0.0
         out[~np.isfinite(out)] = 0.0  # overflow of huge values
         return out
+
+    def normalise_batch(self, images: "torch.Tensor", sky: "torch.Tensor", sigma: "torch.Tensor") -> "torch.Tensor":
+        """:meth:`normalise` in torch for a batch (N, 1, H, W) on any device; one sky and sigma per image.
+
+        The same arithmetic as the numpy method (tested against it): the local background, when
+        configured, is :func:`local_background_torch` of each image. Returns a new float32 tensor.
+        """
+        import torch
+
+        n = images.shape[0]
+        sky = torch.as_tensor(sky, dtype=torch.float32, device=images.device).reshape(n, 1, 1, 1)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(n, 1, 1, 1)
+        finite = torch.isfinite(images)
+        out = torch.where(finite, images.float(), sky)
+        if self.subtract_sky and self.local_background is not None:
+            out = out - local_background_torch(out, self.local_background)
+        elif self.subtract_sky:
+            out = out - sky
+        out = out / (sigma if self.scale == "noise" else self.fixed_scale)
+        if self.asinh_softening is not None:
+            out = torch.asinh(out / self.asinh_softening)
+        return torch.where(finite & torch.isfinite(out), out, 0.0)
+
+
+def _symmetric_indices(length: int, before: int, after: int, device) -> "torch.Tensor":
+    """Indices of an axis padded by ``before``/``after`` in scipy.ndimage's "reflect" mode (numpy's
+    "symmetric": the edge pixel is repeated)."""
+    import torch
+
+    index = torch.arange(-before, length + after, device=device)
+    period = 2 * length
+    index = index % period
+    return torch.where(index < length, index, period - 1 - index)
+
+
+def _reflect_pad_to_multiple(images: "torch.Tensor", block: int) -> "torch.Tensor":
+    """Pad the last two axes at their end to a multiple of ``block`` as :func:`_reflect_indices` does."""
+    import torch
+
+    height, width = images.shape[-2:]
+    rows = torch.as_tensor(_reflect_indices(0, -(-height // block) * block, height), device=images.device)
+    columns = torch.as_tensor(_reflect_indices(0, -(-width // block) * block, width), device=images.device)
+    return images.index_select(-2, rows).index_select(-1, columns)
+
+
+def local_background_torch(images: "torch.Tensor", window: int, max_elements: int = 1 << 25) -> "torch.Tensor":
+    """:func:`local_background` in torch for finite images (N, 1, H, W) on any device.
+
+    Medians of 3 x 3 blocks, a median filter over ``window / 3`` blocks (scipy's "reflect" edges), and
+    bilinear interpolation back to the pixel grid (``align_corners=False`` is ``ndimage.zoom``'s
+    ``grid_mode=True``; both hold the edge value beyond the outermost block centres). The median filter
+    is unfolded a strip of block rows at a time, at most ``max_elements`` values at once.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if window < _BACKGROUND_BLOCK:
+        raise ValueError(f"local background window must be >= {_BACKGROUND_BLOCK} px, got {window}")
+    block = _BACKGROUND_BLOCK
+    n, channels, height, width = images.shape
+    padded = _reflect_pad_to_multiple(images.float(), block)
+    rows, columns = padded.shape[-2] // block, padded.shape[-1] // block
+    blocks = padded.reshape(n, channels, rows, block, columns, block).permute(0, 1, 2, 4, 3, 5)
+    medians = blocks.reshape(n, channels, rows, columns, block * block).median(dim=-1).values
+    size = max(1, int(round(window / block))) | 1
+    half = size // 2
+    grid = medians.index_select(-2, _symmetric_indices(rows, half, half, images.device))
+    grid = grid.index_select(-1, _symmetric_indices(columns, half, half, images.device))
+    smooth = torch.empty_like(medians)
+    strip = max(1, max_elements // max(1, n * channels * columns * size * size))
+    for first in range(0, rows, strip):
+        last = min(rows, first + strip)
+        windows = grid[..., first:last + 2 * half, :].unfold(-2, size, 1).unfold(-2, size, 1)
+        smooth[..., first:last, :] = windows.reshape(*windows.shape[:4], size * size).median(dim=-1).values
+    background = F.interpolate(smooth.reshape(n * channels, 1, rows, columns), scale_factor=block,
+                               mode="bilinear", align_corners=False)
+    return background.reshape(n, channels, rows * block, columns * block)[..., :height, :width]

@@ -112,3 +112,46 @@ def median_weight_numpy(median: np.ndarray) -> np.ndarray:
 
     tensor = torch.from_numpy(np.ascontiguousarray(median, dtype=np.float32))[None, None]
     return median_weight_map(tensor, alpha=0.0)[0, 0].numpy()
+
+
+def write_training_set(images: list[np.ndarray], labels: StackLabels, gain: float, read_noise: float,
+                       out_dir, val_every: int = 10, patch: int = 256) -> dict[str, int]:
+    """Cut the labelled exposures of a stack into ``patch`` x ``patch`` training patches.
+
+    Writes ``train.h5`` and ``val.h5`` (every ``val_every``-th patch) in the layout of
+    :func:`crdetect.data.simulate.build_benchmark`, with the stack's median weight map as ``weight`` (for
+    ``crdetect train --loss median_weighted``). Rejected exposures are left out. Returns the patch counts.
+    """
+    from pathlib import Path
+
+    from .augment import WEIGHT_SCALE
+    from .simulate import _PatchWriter
+
+    height, width = labels.median.shape
+    if height < patch or width < patch:
+        raise InputError(f"the exposures ({height} x {width} px) are smaller than one {patch} x {patch} patch")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    origins = [(y, x) for y in range(0, height - patch + 1, patch) for x in range(0, width - patch + 1, patch)]
+    weight = np.round(np.clip(labels.weight, 0, 1) * WEIGHT_SCALE).astype(np.uint8)
+    writers = {name: _PatchWriter(out / f"{name}.h5", 0) for name in ("train", "val")}
+    counter = 0
+    try:
+        for frame_id, (image, frame) in enumerate(zip(images, labels.frames)):
+            if frame.rejected:
+                continue
+            stats = frame_statistics(image)
+            for y, x in origins:
+                window = (slice(y, y + patch), slice(x, x + patch))
+                meta = {"band": "-", "kind": "real", "exposure_s": np.nan, "seeing_arcsec": np.nan, "gain": gain,
+                        "read_noise": read_noise, "sky_adu": stats.sky, "frame_sky": stats.sky,
+                        "frame_sigma": stats.sigma, "frame_id": frame_id, "y0": y, "x0": x}
+                split = "val" if counter % val_every == val_every - 1 else "train"
+                counter += 1
+                writers[split].add(np.asarray(image[window], np.float32)[None],
+                                   frame.cr_mask[window].astype(np.uint8)[None],
+                                   frame.ignore[window].astype(np.uint8)[None], weight[window][None], meta)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {name: writer.n for name, writer in writers.items()}

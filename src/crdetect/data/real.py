@@ -124,7 +124,7 @@ def injected_frames(root: str | Path, seed: int = 0, hits_per_mpix: float = 1000
     Where the gain is unknown it is estimated as sky / sigma^2, which also gives LA-Cosmic a noise model
     that is right at the sky level (read noise 1 e-).
     """
-    from .datasets import add_hits
+    from .inject import add_hits
 
     frames = []
     for index, (name, file, hdu, gain, saturation) in enumerate(INJECTION_BACKGROUNDS):

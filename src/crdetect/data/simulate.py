@@ -24,6 +24,8 @@ import numpy as np
 from .. import __version__
 from .._optional import require
 from ..preprocessing import frame_statistics
+from .augment import WEIGHT_SCALE
+from .consecutive import median_weight_numpy
 from .inject import CRLibrary, add_stamp, inject_crs, load_cr_library
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class Frame:
     read_noise: float
     n_hits: int
     saturated: np.ndarray  # bool
+    cr_charge_adu: np.ndarray | None = None  # the injected charge alone: image - cr_charge_adu is CR-free
 
 
 def _power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float, slope: float) -> np.ndarray:
@@ -293,7 +296,7 @@ def expose(scene: Scene, rng: np.random.Generator, config: SimulationConfig, lib
     cr_mask = (charge >= config.label_nsigma * noise_e) & ~saturated & ~ignore
     image = np.clip(image_e / det.gain, None, det.adc_max).astype(np.float32)
     return Frame(image, cr_mask, ignore, scene.band, scene.exposure_s, scene.seeing_arcsec, scene.sky_e / det.gain,
-                 det.gain, det.read_noise, n_hits, saturated)
+                 det.gain, det.read_noise, n_hits, saturated, charge / det.gain)
 
 
 def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str, library: CRLibrary) -> Frame:
@@ -369,12 +372,15 @@ class _PatchWriter:
                                              chunks=chunk, compression="gzip", compression_opts=1)
         self.ignore = self.file.create_dataset("ignore", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
                                                chunks=chunk, compression="gzip", compression_opts=1)
+        # Cosmic-CoNN's median weight (alpha = 0) as uint8 / 255, for the median-weighted loss
+        self.weight = self.file.create_dataset("weight", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
+                                               chunks=chunk, compression="gzip", compression_opts=1)
         self.meta = {k: [] for k in self.META}
         self.n = 0
 
-    def add(self, images, masks, ignores, meta: dict) -> None:
+    def add(self, images, masks, ignores, weights, meta: dict) -> None:
         k = len(images)
-        for dset, values in ((self.image, images), (self.mask, masks), (self.ignore, ignores)):
+        for dset, values in ((self.image, images), (self.mask, masks), (self.ignore, ignores), (self.weight, weights)):
             dset.resize(self.n + k, axis=0)
             dset[self.n:self.n + k] = values
         for key in self.META:
@@ -421,7 +427,10 @@ def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_sha
             "gain": frame.gain, "read_noise": frame.read_noise, "sky_adu": frame.sky_adu,
             "frame_sky": stats.sky, "frame_sigma": stats.sigma,
             "y0": [o[0] for o in origins], "x0": [o[1] for o in origins]}
-    return cut(frame.image), cut(frame.cr_mask).astype(np.uint8), cut(frame.ignore).astype(np.uint8), meta
+    # the weight map of the CR-free frame: what the median of aligned exposures shows (with one exposure's noise)
+    weight = np.round(median_weight_numpy(frame.image - frame.cr_charge_adu) * WEIGHT_SCALE).astype(np.uint8)
+    return (cut(frame.image), cut(frame.cr_mask).astype(np.uint8), cut(frame.ignore).astype(np.uint8), cut(weight),
+            meta)
 
 
 def _in_order(function, jobs: list, processes: int) -> Iterator:
@@ -482,18 +491,18 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
     make = functools.partial(_simulate_patches, seed=seed, config=config, frame_shape=p.frame_shape)
     try:
         frames = _in_order(make, frame_jobs, jobs)
-        for frame_id, ((split, _, _), (images, masks, ignores, meta)) in enumerate(
+        for frame_id, ((split, _, _), (images, masks, ignores, weights, meta)) in enumerate(
                 tqdm(zip(frame_jobs, frames), total=len(frame_jobs), desc=f"simulating {preset}", unit="frame",
                      disable=not progress)):
             meta["frame_id"] = frame_id
             if split == "test":
-                writers["test"].add(images, masks, ignores, meta)
+                writers["test"].add(images, masks, ignores, weights, meta)
             else:
                 is_val = val_ids[trainval_seen:trainval_seen + len(images)]
                 trainval_seen += len(images)
                 for name, select in (("train", ~is_val), ("val", is_val)):
                     sub = {k: (np.asarray(v)[select] if np.ndim(v) else v) for k, v in meta.items()}
-                    writers[name].add(images[select], masks[select], ignores[select], sub)
+                    writers[name].add(images[select], masks[select], ignores[select], weights[select], sub)
     finally:
         for w in writers.values():
             w.close()

@@ -86,7 +86,7 @@ def iterate_patches(h5_path: str | Path, max_patches: int | None = None, seed: i
     """Yield (image, truth, ignore, ImageContext) for the patches of a benchmark file."""
     h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
-    from ..data.datasets import random_subset
+    from ..data.augment import random_subset
 
     with h5py.File(h5_path, "r") as f:
         indices = random_subset(np.arange(f["image"].shape[0]), max_patches, seed)

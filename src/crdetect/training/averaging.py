@@ -12,13 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
-
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..losses import get_loss
+from ..losses import validation_loss
 from ..preprocessing import Preprocessing
 from .config import TrainConfig
-from .loop import evaluate_loss_and_dice, make_datasets
+from .loop import TrainingData, evaluate_loss_and_dice
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +52,19 @@ def average_checkpoints(paths: list[str | Path], out_path: str | Path, bn_batche
     model.load_state_dict(averaged)
     config = TrainConfig(**info.training_config)
     preprocessing = Preprocessing.from_dict(config.preprocessing)
-    train_set, val_set = make_datasets(config, preprocessing)
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=generator)
+    cpu = torch.device("cpu")
+    data = TrainingData(config, preprocessing, cpu)
     model.train()
     for module in model.modules():  # cumulative averages over the batches, as torch's update_bn does
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None
     with torch.no_grad():
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(data.train_batches(epoch=0)):
             if i >= bn_batches:
                 break
-            model(batch["image"])
-    val_loss, val_dice, scores = evaluate_loss_and_dice(model, DataLoader(val_set, batch_size=config.batch_size),
-                                                        get_loss(config.loss), torch.device("cpu"))
+            model(batch["x"])
+    val_loss, val_dice, scores = evaluate_loss_and_dice(model, data.val_batches(), validation_loss(config.loss), cpu)
     threshold, best_dice = scores.best_dice_threshold()
     metrics = {"val_loss": val_loss, "val_dice": val_dice, "val_dice_calibrated": best_dice,
                "val_tpr@fpr=1e-4": scores.tpr_at_fpr(1e-4), "averaged_epochs": [str(p) for p in paths]}

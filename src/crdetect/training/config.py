@@ -18,7 +18,8 @@ class TrainConfig:
     model: str = "deepcr_unet"
     model_kwargs: dict = field(default_factory=dict)
     data: str = ""
-    loss: str = "bce_dice"
+    loss: str = "bce_dice"  # bce | dice | bce_dice | median_weighted (Cosmic-CoNN; needs the data's weight maps)
+    alpha_ramp_epochs: int | None = None  # median_weighted: its alpha rises 0 -> 1 over this many epochs (None: all)
     epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-3
@@ -35,9 +36,12 @@ class TrainConfig:
     line_prob: float = 0.0  # unlabelled straight lines across patches (sky lines, bad columns, trails)
     max_train_patches: int | None = None
     max_val_patches: int | None = None
-    num_workers: int = 0
+    num_workers: int = 0  # unused: batches are made on the training device (kept so older configs load)
     device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA only
+    amp: bool = True  # bfloat16 autocast, on CUDA only
+    channels_last: bool | None = None  # None: on CUDA for models without GroupNorm (measured slower with it)
+    compile: bool = False  # torch.compile the model (its compile time counts in the epoch's seconds)
+    time_budget_min: float | None = None  # stop after the epoch that exceeds this much training time
     seed: int = 0
     keep_epochs: bool = False  # also write epochs/eN.pt after every epoch (for weight averaging)
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning, warm starts)
@@ -46,6 +50,10 @@ class TrainConfig:
     preprocessing: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from ..losses import TRAINING_LOSSES
+
+        if self.loss not in TRAINING_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(TRAINING_LOSSES)}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:

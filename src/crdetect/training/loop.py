@@ -1,4 +1,10 @@
-"""The training loop: one process on CPU or one GPU, resumable, deterministic for a seed."""
+"""The training loop: batches made on the training device, one or several models per batch, resumable.
+
+A :class:`TrainingData` holds the train and validation splits as tensors and augments whole batches on
+the device (:mod:`crdetect.data.augment`); a :class:`ModelRun` is one model being trained (network,
+optimiser, scheduler, loss, best score, its run directory). :func:`train` trains one run;
+:func:`train_together` feeds the same batches to several runs, which saves making them once per model.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data.datasets import PatchDataset, random_subset
+from ..data.augment import AugmentSettings, BatchAugmenter, PatchSplit, batch_generator
 from ..inference import resolve_device
-from ..losses import get_loss
+from ..losses import training_loss, validation_loss
 from ..metrics import ScoreAccumulator
 from ..models import create_model
 from ..preprocessing import Preprocessing
@@ -27,7 +31,9 @@ from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
+METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "patches_seen"]
+#: Offset of the validation batches' random streams (never an epoch number).
+_VALIDATION_STREAM = 1 << 30
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -46,147 +52,266 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.Adam(parameter_groups(model, config.weight_decay), lr=config.lr)
 
 
-def evaluate_loss_and_dice(model, loader, loss_fn, device) -> tuple[float, float, ScoreAccumulator]:
-    """Mean loss, pixel Dice (threshold 0.5, ignore mask respected) and the score accumulator."""
+def augment_settings(config: TrainConfig) -> AugmentSettings:
+    """The batch augmentation a config asks for."""
+    return AugmentSettings(crop=config.crop, sky_boost=config.sky_boost, pedestal_prob=config.pedestal_prob,
+                           pedestal_peak=tuple(config.pedestal_peak), line_prob=config.line_prob,
+                           extra_hits=config.extra_hits, hit_zoom=config.hit_zoom, hit_charge=tuple(config.hit_charge))
+
+
+def data_key(config: TrainConfig) -> tuple:
+    """What runs must agree on to share batches (:func:`train_together`)."""
+    return (str(Path(config.data).resolve()), augment_settings(config), config.batch_size, config.seed,
+            config.max_train_patches, config.max_val_patches, config.loss == "median_weighted",
+            repr(sorted(config.preprocessing.items())))
+
+
+class TrainingData:
+    """The train and validation splits of a config and their batch augmenter, on ``device``.
+
+    Training batches are shuffled and augmented per (seed, epoch, batch); validation batches are the
+    same every epoch (pedestals, lines and extra hits included, drawn from fixed streams).
+    """
+
+    def __init__(self, config: TrainConfig, preprocessing: Preprocessing, device: torch.device) -> None:
+        data = Path(config.data)
+        need_weight = config.loss == "median_weighted"
+        self.config, self.device = config, device
+        self.train = PatchSplit.load(data / "train.h5", device, config.max_train_patches, config.seed, need_weight)
+        self.val = PatchSplit.load(data / "val.h5", device, config.max_val_patches, config.seed, need_weight)
+        self.augmenter = BatchAugmenter(augment_settings(config), preprocessing, device)
+
+    def train_batches(self, epoch: int, rank: int = 0, world: int = 1):
+        """Augmented training batches of ``epoch`` (this rank's share of them when data-parallel)."""
+        config = self.config
+        batches = self.train.batches(config.batch_size, shuffle=True, epoch=epoch, seed=config.seed,
+                                     drop_last=len(self.train) > config.batch_size)
+        batches = batches[:len(batches) - len(batches) % world] if world > 1 else batches
+        for number in range(rank, len(batches), world):
+            g = batch_generator(self.device, config.seed, epoch, number)
+            yield self.augmenter(self.train.batch(batches[number], self.device), g, train=True)
+
+    def val_batches(self):
+        for number, indices in enumerate(self.val.batches(self.config.batch_size, shuffle=False)):
+            g = batch_generator(self.device, self.config.seed, _VALIDATION_STREAM, number)
+            yield self.augmenter(self.val.batch(indices, self.device), g, train=False)
+
+    def batches_per_epoch(self, world: int = 1) -> int:
+        n, size = len(self.train), self.config.batch_size
+        count = n // size if n > size else 1
+        return max(1, count // world) if world > 1 else count
+
+
+def uses_group_norm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+
+
+def evaluate_loss_and_dice(model: torch.nn.Module, batches, loss_fn, device: torch.device,
+                           memory_format=torch.contiguous_format) -> tuple[float, float, ScoreAccumulator]:
+    """Mean loss, pixel Dice (threshold 0.5, ignore mask respected) and the score accumulator of
+    ``batches`` (dicts with ``x``, ``mask``, ``ignore`` on ``device``)."""
     model.eval()
-    total, batches = 0.0, 0
+    total, count = 0.0, 0
     acc = ScoreAccumulator(threshold=0.5)
     with torch.inference_mode():
-        for batch in loader:
-            x, y, ign = (batch[k].to(device) for k in ("image", "mask", "ignore"))
-            logits = model(x)
+        for batch in batches:
+            x, y, ign = batch["x"].to(device), batch["mask"].to(device), batch["ignore"].to(device)
+            logits = model(x.contiguous(memory_format=memory_format)).float()
             total += float(loss_fn(logits, y, ign))
-            batches += 1
-            prob = torch.sigmoid(logits).cpu().numpy()
-            acc.update(prob, y.cpu().numpy() > 0.5, ign.cpu().numpy() > 0.5)
-    return total / max(batches, 1), acc.counts.dice, acc
+            count += 1
+            acc.update(torch.sigmoid(logits).cpu().numpy(), y.cpu().numpy() > 0.5, ign.cpu().numpy() > 0.5)
+    return total / max(count, 1), acc.counts.dice, acc
 
 
-def make_datasets(config: TrainConfig, preprocessing: Preprocessing) -> tuple[PatchDataset, PatchDataset]:
-    """The training and validation sets of a run (validation gets the same pedestals and extra hits)."""
-    data = Path(config.data)
-    augmentation = {"pedestal_prob": config.pedestal_prob, "pedestal_peak": config.pedestal_peak,
-                    "extra_hits": config.extra_hits, "hit_zoom": config.hit_zoom, "hit_charge": config.hit_charge,
-                    "line_prob": config.line_prob, "seed": config.seed}
-    train_set = PatchDataset(data / "train.h5", preprocessing, augment=True, crop=config.crop,
-                             sky_boost=config.sky_boost, **augmentation)
-    val_set = PatchDataset(data / "val.h5", preprocessing, augment=False, **augmentation)
-    for dataset, limit in ((train_set, config.max_train_patches), (val_set, config.max_val_patches)):
-        dataset.indices = random_subset(dataset.indices, limit, config.seed)
-    return train_set, val_set
+class ModelRun:
+    """One model being trained into ``out_dir``: network, optimiser, scheduler, loss, best score.
+
+    Resumes from ``out_dir/last.pt`` when it exists. Writes ``config.yaml``, ``metrics.csv`` (a row per
+    epoch), ``last.pt`` (with the optimiser's state), ``best.pt`` (lowest validation loss) and, with
+    ``keep_epochs``, ``epochs/eN.pt``.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, device: torch.device, preprocessing: Preprocessing,
+                 distributed: bool = False, is_main: bool = True) -> None:
+        self.config, self.out, self.device = config, Path(out_dir), device
+        self.preprocessing, self.distributed, self.is_main = preprocessing, distributed, is_main
+        self.out.mkdir(parents=True, exist_ok=True)
+        if is_main:
+            config.to_yaml(self.out / "config.yaml")
+        torch.manual_seed(config.seed)
+        self.network = create_model(config.model, **config.model_kwargs).to(device)
+        if config.init_from:
+            initial, _ = load_checkpoint(config.init_from)
+            self.network.load_state_dict(initial.state_dict())  # same names: only the kwargs may differ
+            logger.info("weights initialised from %s", config.init_from)
+        channels_last = config.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cuda" and not uses_group_norm(self.network)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.network = self.network.to(memory_format=self.memory_format)
+        self.optimizer = make_optimizer(self.network, config)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.1,
+                                                                    patience=config.plateau_patience)
+        self.epoch, self.best_val, self.patches_seen, self.seconds = 0, math.inf, 0, 0.0
+        last = self.out / "last.pt"
+        if last.exists():
+            resumed, info = load_checkpoint(last)
+            self.network.load_state_dict(resumed.state_dict())
+            state = info.extra
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.epoch, self.best_val = int(state["epoch"]) + 1, float(state["best_val_loss"])
+            self.patches_seen, self.seconds = int(state.get("patches_seen", 0)), float(state.get("seconds", 0.0))
+            logger.info("resuming %s from epoch %d", self.out, self.epoch)
+        self.model = self.network
+        if distributed:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            self.model = torch.compile(self.model)
+        if self.epoch == 0 and is_main:
+            with open(self.out / "metrics.csv", "w", newline="") as f:
+                csv.writer(f).writerow(METRIC_COLUMNS)
+        self.use_amp = config.amp and device.type == "cuda"  # bfloat16 needs no loss scaling: no GradScaler
+        self._running, self._batches = 0.0, 0
+
+    @property
+    def finished(self) -> bool:
+        budget = self.config.time_budget_min
+        return self.epoch >= self.config.epochs or (budget is not None and self.seconds >= 60 * budget)
+
+    def start_epoch(self) -> None:
+        self.model.train()
+        self._running, self._batches = 0.0, 0
+        self._loss = training_loss(self.config.loss, self.epoch, self.config.alpha_ramp_epochs or self.config.epochs)
+
+    def step(self, batch: dict[str, torch.Tensor], world: int = 1) -> None:
+        """One optimiser step on ``batch`` (no host synchronisation: the loss stays on the device)."""
+        x = batch["x"].contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            logits = self.model(x)
+        loss = self._loss(logits.float(), batch["mask"], batch["ignore"], batch["weight"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self._running = self._running + loss.detach()
+        self._batches += 1
+        self.patches_seen += x.shape[0] * world
+
+    @property
+    def mean_loss(self) -> float:
+        """Mean training loss of the epoch so far (synchronises with the device)."""
+        return float(self._running) / max(self._batches, 1)
+
+    def end_epoch(self, data: TrainingData, training_seconds: float) -> dict:
+        """Validate, step the scheduler, write metrics and checkpoints; returns the epoch's metrics row.
+
+        ``training_seconds`` is this run's share of the epoch's training time (runs trained together
+        share the time of making the batches and of their steps equally); validation time is added."""
+        config = self.config
+        started = time.perf_counter()
+        val_loss, val_dice, scores = evaluate_loss_and_dice(self.model, data.val_batches(),
+                                                            validation_loss(config.loss), self.device,
+                                                            self.memory_format)
+        # The threshold shipped in the checkpoint maximises validation Dice: with a few CR pixels per
+        # thousand, the probabilities of a young network sit below 0.5.
+        threshold, best_dice = scores.best_dice_threshold() if config.calibrate_threshold else (config.threshold, val_dice)
+        self.scheduler.step(val_loss)
+        seconds = training_seconds + time.perf_counter() - started
+        self.seconds += seconds
+        row = {"epoch": self.epoch + 1, "train_loss": self.mean_loss, "val_loss": val_loss,
+               "val_dice": val_dice, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
+               "patches_seen": self.patches_seen}
+        logger.info("%s epoch %d: %s", self.out.name, self.epoch + 1, row)
+        if self.is_main:
+            with open(self.out / "metrics.csv", "a", newline="") as f:
+                csv.writer(f).writerow([row[c] for c in METRIC_COLUMNS])
+            metrics = {"val_loss": val_loss, "val_dice": val_dice, "epoch": self.epoch + 1,
+                       "val_dice_calibrated": best_dice, "val_tpr@fpr=1e-4": scores.tpr_at_fpr(1e-4)}
+            saved = (self.network, self.preprocessing, threshold, asdict(config), metrics)
+            if val_loss < self.best_val:
+                self.best_val = val_loss
+                save_checkpoint(self.out / "best.pt", *saved)
+            if config.keep_epochs:
+                (self.out / "epochs").mkdir(exist_ok=True)
+                save_checkpoint(self.out / "epochs" / f"e{self.epoch + 1}.pt", *saved)
+            save_checkpoint(self.out / "last.pt", *saved,
+                            extra={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                                   "epoch": self.epoch, "best_val_loss": self.best_val,
+                                   "patches_seen": self.patches_seen, "seconds": self.seconds})
+        elif val_loss < self.best_val:
+            self.best_val = val_loss
+        self.epoch += 1
+        return row
+
+
+def _distributed_setup(device: torch.device) -> tuple[bool, torch.device, int, int]:
+    """Data parallel when launched by torchrun (WORLD_SIZE > 1): one process per GPU (NCCL) or per CPU
+    worker (gloo); every rank validates the same data, rank 0 alone writes files."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False, device, 0, 1
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return True, device, dist.get_rank(), dist.get_world_size()
+
+
+def _preprocessing_of(config: TrainConfig) -> Preprocessing:
+    preprocessing = Preprocessing.from_dict(config.preprocessing) if config.preprocessing else Preprocessing()
+    config.preprocessing = preprocessing.to_dict()
+    return preprocessing
 
 
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train ``config.model`` on ``config.data`` and write the run into ``out_dir``.
+    """Train ``config.model`` on ``config.data`` into ``out_dir`` (resumed if it holds ``last.pt``).
 
-    Writes ``config.yaml``, ``metrics.csv`` (one row per epoch), ``last.pt`` (with optimizer state,
-    for resuming) and ``best.pt`` (lowest validation loss). An existing ``last.pt`` in ``out_dir`` is
-    resumed from. Returns the final metrics row.
+    Returns the last epoch's metrics row (empty when the run had already finished).
+    """
+    rows = train_together([config], [out_dir], progress)
+    return rows[0]
+
+
+def train_together(configs: list[TrainConfig], out_dirs: list[str | Path], progress: bool = True,
+                   data: TrainingData | None = None) -> list[dict]:
+    """Train several runs on the same batches: each batch is made once and every run takes a step on it.
+
+    The configs must agree on the data and its augmentation (:func:`data_key`); runs that resume at
+    different epochs each join when the loop reaches their epoch. ``data`` may be passed in to share the
+    loaded splits with a later call. Returns each run's last metrics row.
     """
     from tqdm import tqdm
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
-    # Data parallel when launched by torchrun (WORLD_SIZE > 1): one process per GPU (NCCL) or per CPU
-    # worker (gloo); every rank validates the same data, rank 0 alone writes files.
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(device)
-    is_main = not distributed or dist.get_rank() == 0
+    if len({data_key(c) for c in configs}) > 1:
+        raise ValueError("runs trained together must share data, augmentation, batch size, seed and preprocessing")
+    device = resolve_device(configs[0].device)
+    distributed, device, rank, world = _distributed_setup(device)
+    is_main = rank == 0
     progress = progress and is_main
-    preprocessing = Preprocessing.from_dict(config.preprocessing) if config.preprocessing else Preprocessing()
-    config.preprocessing = preprocessing.to_dict()
-    if is_main:
-        config.to_yaml(out / "config.yaml")
-
-    train_set, val_set = make_datasets(config, preprocessing)
-    generator = torch.Generator().manual_seed(config.seed)
-    sampler = DistributedSampler(train_set, shuffle=True, seed=config.seed) if distributed else None
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-                              generator=generator if sampler is None else None, num_workers=config.num_workers,
-                              drop_last=len(train_set) > config.batch_size)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
-
-    network = create_model(config.model, **config.model_kwargs).to(device)
-    if config.init_from:
-        initial, _ = load_checkpoint(config.init_from)
-        network.load_state_dict(initial.state_dict())  # same parameter names: only the architecture's kwargs may differ
-        logger.info("weights initialised from %s", config.init_from)
-    model = network
-    optimizer = make_optimizer(network, config)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
-    loss_fn = get_loss(config.loss)
-    # bfloat16 autocast needs no loss scaling (its exponent range is float32's), so no GradScaler
-    use_amp = config.amp and device.type == "cuda"
-
-    start_epoch, best_val = 0, math.inf
-    last_path = out / "last.pt"
-    if last_path.exists():
-        resumed, info = load_checkpoint(last_path)
-        network.load_state_dict(resumed.state_dict())
-        state = info.extra
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_val = int(state["epoch"]) + 1, float(state["best_val_loss"])
-        logger.info("resuming %s from epoch %d", out, start_epoch)
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
-    metrics_path = out / "metrics.csv"
-    if start_epoch == 0 and is_main:
-        with open(metrics_path, "w", newline="") as f:
-            csv.writer(f).writerow(METRIC_COLUMNS)
-
-    row: dict = {}
-    for epoch in range(start_epoch, config.epochs):
+    preprocessings = [_preprocessing_of(c) for c in configs]
+    runs = [ModelRun(c, out, device, p, distributed, is_main) for c, out, p in zip(configs, out_dirs, preprocessings)]
+    rows: list[dict] = [{} for _ in runs]
+    if all(run.finished for run in runs):
+        return rows
+    data = data or TrainingData(configs[0], preprocessings[0], device)
+    while not all(run.finished for run in runs):
+        epoch = min(run.epoch for run in runs if not run.finished)
+        active = [run for run in runs if run.epoch == epoch and not run.finished]
+        for run in active:
+            run.start_epoch()
+        names = ", ".join(run.out.name for run in active)
+        bar = tqdm(data.train_batches(epoch, rank, world), total=data.batches_per_epoch(world),
+                   desc=f"epoch {epoch + 1}/{configs[0].epochs} {names}", unit="batch", disable=not progress)
         started = time.perf_counter()
-        train_set.epoch = epoch
-        generator.manual_seed(config.seed + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        running, batches = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)
-        for batch in bar:
-            x, y, ign = (batch[k].to(device, non_blocking=True) for k in ("image", "mask", "ignore"))
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y, ign)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += float(loss.detach())
-            batches += 1
-            bar.set_postfix(loss=f"{running / batches:.4f}")
-        val_loss, val_dice, val_scores = evaluate_loss_and_dice(network, val_loader, loss_fn, device)
-        # The detection threshold shipped in the checkpoint maximises validation Dice: with a few
-        # CR pixels per thousand, probabilities of a young network sit below 0.5.
-        threshold, best_dice = val_scores.best_dice_threshold() if config.calibrate_threshold else (config.threshold, val_dice)
-        scheduler.step(val_loss)
-        row = {"epoch": epoch + 1, "train_loss": running / max(batches, 1), "val_loss": val_loss,
-               "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - started}
-        logger.info("epoch %d: %s", epoch + 1, row)
-        if not is_main:
-            continue
-        with open(metrics_path, "a", newline="") as f:
-            csv.writer(f).writerow([row[c] for c in METRIC_COLUMNS])
-        metrics = {"val_loss": val_loss, "val_dice": val_dice, "epoch": epoch + 1, "val_dice_calibrated": best_dice,
-                   "val_tpr@fpr=1e-4": val_scores.tpr_at_fpr(1e-4)}
-        if val_loss < best_val:
-            best_val = val_loss
-            save_checkpoint(out / "best.pt", model, preprocessing, threshold, asdict(config), metrics)
-        if config.keep_epochs:
-            (out / "epochs").mkdir(exist_ok=True)
-            save_checkpoint(out / "epochs" / f"e{epoch + 1}.pt", model, preprocessing, threshold, asdict(config), metrics)
-        save_checkpoint(last_path, model, preprocessing, threshold, asdict(config), metrics,
-                        extra={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "epoch": epoch, "best_val_loss": best_val})
+        for number, batch in enumerate(bar):
+            for run in active:
+                run.step(batch, world)
+            if number % 20 == 0:  # reading the loss waits for the device: not every batch
+                bar.set_postfix(loss=" ".join(f"{run.mean_loss:.4f}" for run in active))
+        share = (time.perf_counter() - started) / len(active)
+        for run in active:
+            rows[runs.index(run)] = run.end_epoch(data, share)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
-    return row
+    return rows

@@ -1,4 +1,5 @@
-"""Torch datasets over the HDF5 benchmark files written by :func:`crdetect.data.simulate.build_benchmark`."""
+"""The numpy per-sample training data path of crdetect <= 0.3, kept only as the reference that the torch
+batch augmenter (:mod:`crdetect.data.augment`) is tested against and that benchmarks/bench_train.py times."""
 
 from __future__ import annotations
 
@@ -8,27 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._optional import require
-from ..preprocessing import FrameStatistics, Preprocessing
-
-
-def random_subset(indices: np.ndarray, limit: int | None, seed: int = 0) -> np.ndarray:
-    """A reproducible, sorted random subset of ``limit`` indices (all of them when ``limit`` is None)."""
-    indices = np.asarray(indices)
-    if limit is None or limit >= len(indices):
-        return indices
-    return np.sort(np.random.default_rng(seed).choice(indices, limit, replace=False))
-
-
-def log_uniform(rng: np.random.Generator, low: float, high: float, size=None):
-    """Draw(s) log-uniform in [``low``, ``high``] (scales, brightnesses spanning decades)."""
-    return np.exp(rng.uniform(np.log(low), np.log(high), size))
+from crdetect._optional import require
+from crdetect.data.inject import add_hits, log_uniform
+from crdetect.preprocessing import FrameStatistics, Preprocessing
 
 
 def add_light(image: np.ndarray, rng: np.random.Generator, adu: np.ndarray, gain: float) -> np.ndarray:
     """``image`` plus the light ``adu`` (ADU, same shape) with its Poisson noise, as float32 (a new array)."""
     return image + (rng.poisson(np.clip(adu * gain, 0, None)) / gain).astype(np.float32)
-
 
 def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: float,
                  peak_sigma: tuple[float, float] = (10.0, 3000.0)) -> np.ndarray:
@@ -54,7 +42,6 @@ def add_pedestal(image: np.ndarray, rng: np.random.Generator, sigma: float, gain
     profile = np.exp(-0.5 * r2) if rng.random() < 0.5 else np.exp(-np.sqrt(r2))
     return add_light(image, rng, profile * (log_uniform(rng, *peak_sigma) * sigma), gain)
 
-
 def add_line(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: float,
              peak_sigma: tuple[float, float] = (5.0, 1000.0)) -> np.ndarray:
     """``image`` plus a straight line crossing the whole patch, with its Poisson noise (a new array).
@@ -72,44 +59,6 @@ def add_line(image: np.ndarray, rng: np.random.Generator, sigma: float, gain: fl
     distance = (x - width / 2) * np.sin(angle) - (y - height / 2) * np.cos(angle) - offset
     profile = np.exp(-0.5 * (distance / rng.uniform(0.7, 2.5)) ** 2)
     return add_light(image, rng, profile * (log_uniform(rng, *peak_sigma) * sigma), gain)
-
-
-def add_hits(image: np.ndarray, mask: np.ndarray, ignore: np.ndarray, rng: np.random.Generator, sky: float,
-             sigma: float, gain: float, mean_hits: float, zoom_max: float = 1.0, track_fraction: float = 0.3,
-             label_nsigma: float = 2.0, charge_scale: tuple[float, float] = (0.5, 50.0),
-             pool: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Add Poisson(``mean_hits``) footprints of the library's ``pool`` to a patch (new arrays).
-
-    A fraction ``track_fraction`` of them are straight tracks instead (grazing muons: 3-40 px long,
-    blurred by charge diffusion of 0.3-1 px). Each footprint is rotated, flipped, magnified by a
-    factor uniform in [1, ``zoom_max``]; footprints and tracks have their charge scaled
-    log-uniformly within ``charge_scale`` (0.5-50): the library's hits sit at tens of sigma on DECam-like sky,
-    but on low-noise frames (space, short or narrow-band exposures) hits reach thousands of sigma,
-    and a network that never saw them takes them for stars. Pixels are labelled where the added
-    charge is at least ``label_nsigma`` times the pixel's noise (sky noise plus the source's Poisson
-    noise), as the simulator labels them; ignored pixels stay unlabelled.
-    """
-    from scipy import ndimage
-
-    from .inject import add_at_random_position, cr_track, load_cr_library, random_footprint
-
-    footprints = load_cr_library().pool(pool).footprints
-    charge = np.zeros(image.shape, np.float32)
-    for _ in range(rng.poisson(mean_hits)):
-        if rng.random() < track_fraction:
-            track = cr_track(rng.uniform(3.0, 40.0), rng.uniform(0, np.pi), 1500.0)
-            stamp = ndimage.gaussian_filter(np.pad(track, 3), rng.uniform(0.3, 1.0))
-        else:
-            stamp = random_footprint(footprints, rng)
-            zoom = rng.uniform(1.0, zoom_max)
-            if zoom > 1.05:
-                stamp = np.clip(ndimage.zoom(stamp, zoom, order=1), 0, None)
-        add_at_random_position(charge, stamp * log_uniform(rng, *charge_scale), rng)
-    added = charge / gain
-    noise = np.sqrt(sigma**2 + np.clip(image - sky, 0, None) / gain)
-    labelled = (added >= label_nsigma * noise) & (ignore < 0.5)
-    return image + added, np.maximum(mask, labelled.astype(mask.dtype))
-
 
 class PatchDataset(Dataset):
     """Patches of one split (``train.h5``, ``val.h5`` or ``test.h5``), normalised like at inference.
