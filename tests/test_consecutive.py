@@ -81,3 +81,22 @@ def test_cli_label_reads_gain_and_read_noise_from_headers(triplet, tmp_path, cap
     fits.PrimaryHDU(triplet[0].image).writeto(tmp_path / "nogain.fits")
     assert main(["label", str(tmp_path / "nogain.fits"), *map(str, paths[1:]), "--out", str(tmp_path / "x")]) == 2
     assert "no gain in the header" in capsys.readouterr().err
+
+
+def test_label_writes_a_training_set_with_the_median_weight(triplet, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    paths = []
+    for i, frame in enumerate(triplet):
+        paths.append(tmp_path / f"exp{i}.fits")
+        fits.PrimaryHDU(frame.image, header=fits.Header({"GAIN": 4.0, "RDNOISE": 6.0})).writeto(paths[-1])
+    assert main(["label", *map(str, paths), "--out", str(tmp_path / "labels"), "--training-set",
+                 str(tmp_path / "set")]) == 0
+    with h5py.File(tmp_path / "set" / "train.h5") as train, h5py.File(tmp_path / "set" / "val.h5") as val:
+        assert train["image"].shape[0] + val["image"].shape[0] == 3 * 16  # 16 patches per 1024 x 1024 exposure
+        assert val["image"].shape[0] == 4
+        weight = train["weight"][:]
+        assert weight.max() == 255 and train["mask"][:].sum() > 0
+        assert float(train["meta/gain"][0]) == 4.0
+    with fits.open(tmp_path / "labels" / "median_stack.fits") as stack:
+        first = np.round(np.clip(stack["WEIGHT"].data[:256, :256], 0, 1) * 255)
+    np.testing.assert_array_equal(weight[0], first)

@@ -145,3 +145,51 @@ def test_data_parallel_training_with_torchrun_on_cpu(ci_data, tmp_path):
         assert len(list(csv.DictReader(f))) == 1
     payload = torch.load(out / "last.pt", weights_only=True)
     assert not any(k.startswith("module.") for k in payload["state_dict"])
+
+
+def test_median_weighted_loss_trains_on_the_simulators_weight_maps(ci_data, tmp_path):
+    config = TrainConfig(model="cosmic_conn", model_kwargs={"base_channels": 8}, data=str(ci_data), epochs=2,
+                         batch_size=4, crop=128, device="cpu", loss="median_weighted", max_val_patches=2)
+    row = train(config, tmp_path, progress=False)
+    assert row["epoch"] == 2 and 0 < row["train_loss"] < 5 and 0 < row["val_loss"] < 5
+
+
+def test_median_weighted_alpha_rises_to_plain_bce():
+    from crdetect.losses import bce_loss, training_loss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 16, 16), (torch.rand(2, 1, 16, 16) < 0.1).float()
+    weight = torch.zeros_like(target)  # sky everywhere: only alpha weighs the negatives
+    first = training_loss("median_weighted", 0, ramp_epochs=4)(logits, target, None, weight)
+    last = training_loss("median_weighted", 4, ramp_epochs=4)(logits, target, None, weight)
+    assert float(first) < float(last)
+    assert float(last) == pytest.approx(float(bce_loss(logits, target)), rel=1e-5)
+    with pytest.raises(ValueError, match="weight maps"):
+        training_loss("median_weighted", 0, 4)(logits, target, None, None)
+
+
+def test_models_trained_together_equal_models_trained_alone(ci_data, tmp_path):
+    from crdetect.training.loop import train_together
+
+    def config(width: int) -> TrainConfig:
+        return TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": width}, data=str(ci_data), epochs=1,
+                           batch_size=4, crop=64, device="cpu", extra_hits=2.0, line_prob=0.5, max_val_patches=2)
+
+    train_together([config(4), config(8)], [tmp_path / "together4", tmp_path / "together8"], progress=False)
+    for width in (4, 8):
+        train(config(width), tmp_path / f"alone{width}", progress=False)
+        together = load_detector(tmp_path / f"together{width}" / "last.pt").model.state_dict()
+        alone = load_detector(tmp_path / f"alone{width}" / "last.pt").model.state_dict()
+        for key in alone:
+            torch.testing.assert_close(together[key], alone[key])
+    mismatched = config(4)
+    mismatched.crop = 128
+    with pytest.raises(ValueError, match="must share data"):
+        train_together([config(4), mismatched], [tmp_path / "x", tmp_path / "y"], progress=False)
+
+
+def test_time_budget_stops_after_the_epoch_that_exceeds_it(ci_data, tmp_path):
+    config = TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": 4}, data=str(ci_data), epochs=5,
+                         batch_size=4, crop=64, device="cpu", time_budget_min=1e-6, max_val_patches=2)
+    row = train(config, tmp_path, progress=False)
+    assert row["epoch"] == 1
