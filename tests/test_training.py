@@ -193,3 +193,42 @@ def test_time_budget_stops_after_the_epoch_that_exceeds_it(ci_data, tmp_path):
                          batch_size=4, crop=64, device="cpu", time_budget_min=1e-6, max_val_patches=2)
     row = train(config, tmp_path, progress=False)
     assert row["epoch"] == 1
+
+
+def test_study_end_to_end_resumes_and_writes_the_studys_table(ci_data, tmp_path, capsys):
+    out = tmp_path / "study"
+    common = ["study", "--data", str(ci_data), "--out", str(out), "--models", "deepcr_unet,tunet_4", "--crop", "64",
+              "--batch-size", "4", "--max-val-patches", "2", "--max-test-patches", "3", "--baselines", "lacosmic", "-q"]
+    assert main([*common, "--epochs", "1"]) == 0
+    first = (out / "runs" / "tunet_4" / "last.pt").stat().st_mtime_ns
+    assert main([*common, "--epochs", "2", "--together"]) == 0  # a longer study continues the runs it has
+    with open(out / "results.csv", newline="") as f:
+        rows = {row["model"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["deepcr_unet", "tunet_4", "lacosmic"]
+    tunet = rows["tunet_4"]
+    assert (tunet["heads"], tunet["layers"], tunet["mlp"], tunet["params"]) == ("6", "6", "64", "450073")
+    assert tunet["seed_test_tpr"] == "0.9858" and tunet["epochs"] == "2" and tunet["patches_seen"] == "24"
+    assert float(tunet["train_minutes"]) > 0 and 0 <= float(tunet["test_dice"]) <= 1
+    assert rows["lacosmic"]["seed_test_tpr"] == "" and rows["lacosmic"]["patches_seen"] == ""
+    assert (out / "runs" / "tunet_4" / "last.pt").stat().st_mtime_ns > first
+    with open(out / "runs" / "tunet_4" / "metrics.csv", newline="") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+    assert (out / "evaluation" / "report.html").exists() and "| tunet_4 | 6 | 6 | 64 |" in (out / "results.md").read_text()
+    finished = (out / "runs" / "tunet_4" / "last.pt").stat().st_mtime_ns
+    assert main([*common, "--epochs", "2"]) == 0  # nothing left to train
+    assert (out / "runs" / "tunet_4" / "last.pt").stat().st_mtime_ns == finished
+    capsys.readouterr()
+    assert main(["study", "--data", str(ci_data), "--out", str(out), "--models", "tunet_7"]) == 2
+    assert "no study row named tunet_7" in capsys.readouterr().err
+
+
+def test_the_shipped_study_config_has_the_ten_rows_of_the_study():
+    from crdetect.training.study import load_study, select_rows
+
+    study = load_study()
+    rows = select_rows(study, None)
+    assert [r.name for r in rows] == ["deepcr_unet", "unet", "cosmic_conn", "att_unet", "tunet_2", "tunet_3", "tunet_4",
+                                      "tunet_9", "tunet_5", "tunet_6"]
+    assert all(r.config.loss == "bce_dice" and r.config.lr == 1e-3 and r.config.optimizer == "adam" for r in rows)
+    extra = select_rows(study, ["cosmic_conn_median_weighted"])[0]
+    assert extra.config.loss == "median_weighted" and extra.config.model == "cosmic_conn"

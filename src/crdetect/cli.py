@@ -232,6 +232,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .training.study import load_study, run_study
+
+    overrides = {"epochs": args.epochs, "device": args.device, "crop": args.crop, "batch_size": args.batch_size,
+                 "max_train_patches": args.max_train_patches, "max_val_patches": args.max_val_patches,
+                 "seed": args.seed, "compile": args.compile or None, "channels_last": args.channels_last}
+    try:
+        study = load_study(args.config, args.data, **overrides)
+        models = [m for m in args.models.split(",") if m] if args.models else None
+        baselines = [b for b in args.baselines.split(",") if b] if args.baselines is not None else None
+        from .training.study import select_rows
+
+        select_rows(study, models)  # unknown row names fail now, not after the data is loaded
+    except (ValueError, TypeError) as err:
+        raise CRDetectError(str(err)) from None
+    for name in ("train.h5", "val.h5", "test.h5"):
+        if not (Path(args.data) / name).is_file():
+            raise CRDetectError(f"{Path(args.data) / name} is missing; build the data with "
+                                f"`crdetect simulate --preset paper --out {args.data}`")
+    run_study(study, args.out, models, args.time_budget, args.together, baselines, args.real, args.max_test_patches,
+              progress=not args.quiet)
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.csv, results.md, runs/, evaluation/report.html")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import evaluate
 
@@ -442,6 +468,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
     train.add_argument("-q", "--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
+
+    study = sub.add_parser("study", help="train every model of the study, score them with the baselines, write "
+                                         "the study's table beside its published numbers")
+    study.add_argument("--data", required=True, help="benchmark directory (train.h5, val.h5, test.h5)")
+    study.add_argument("--out", required=True, help="output directory (resumed: finished rows are skipped)")
+    study.add_argument("--config", default=None, help="study YAML (default: the shipped configs/study.yaml)")
+    study.add_argument("--models", default=None, metavar="NAME,...", help="rows to run (default: the ten of the study)")
+    study.add_argument("--epochs", type=_positive_int, default=None, help="override every row's epochs")
+    study.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                       help="training minutes for all rows together, shared equally")
+    study.add_argument("--together", action="store_true",
+                       help="train rows on the same batches at once (each batch is made once)")
+    study.add_argument("--device", default=None)
+    study.add_argument("--crop", type=int, default=None, help="random crop size of training patches")
+    study.add_argument("--batch-size", type=_positive_int, default=None)
+    study.add_argument("--max-train-patches", type=int, default=None)
+    study.add_argument("--max-val-patches", type=int, default=None)
+    study.add_argument("--max-test-patches", type=int, default=None)
+    study.add_argument("--seed", type=int, default=None)
+    study.add_argument("--compile", action="store_true", help="torch.compile every model")
+    study.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction)
+    study.add_argument("--baselines", default=None, help="comma-separated (default: the config's)")
+    study.add_argument("--real", default=None, help="also score on labelled real frames (shared/data/real)")
+    study.add_argument("-q", "--quiet", action="store_true")
+    study.set_defaults(func=cmd_study)
 
     label = sub.add_parser("label", help="CR labels from >= 3 aligned consecutive exposures (Cosmic-CoNN recipe)")
     label.add_argument("files", nargs="+", help="aligned exposures of one field (FITS)")
