@@ -24,7 +24,7 @@ from .checkpoint import CheckpointInfo, load_checkpoint, unwrap_model
 from .errors import InputError
 from .models import create_model
 from .models.layers import fold_batch_norms, pad_to_multiple
-from .preprocessing import FrameStatistics, Preprocessing, frame_statistics
+from .preprocessing import FrameStatistics, Preprocessing, frame_statistics, frame_statistics_torch
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +221,86 @@ def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: i
     return protected
 
 
+def plateau_saturation_torch(image: torch.Tensor, statistics: FrameStatistics, tolerance: float = 0.01,
+                             min_pixels: int = 5, min_snr: float = 50.0) -> float | None:
+    """:func:`plateau_saturation` for a 2-D tensor on any device: the frame-wide work (peak, candidates, their
+    neighbours) on the device; the few thousand candidates are finished on the CPU. Same result. A tensor in
+    CPU memory goes to the numpy function (no copy; torch's CPU kernels are slower for these selections)."""
+    from scipy import ndimage
+
+    if image.device.type == "cpu":
+        return plateau_saturation(image.numpy(), tolerance, min_pixels, statistics, min_snr)
+    return _plateau_saturation_in_torch(image, statistics, tolerance, min_pixels, min_snr)
+
+
+def _plateau_saturation_in_torch(image: torch.Tensor, statistics: FrameStatistics, tolerance: float,
+                                 min_pixels: int, min_snr: float) -> float | None:
+    from scipy import ndimage
+
+    finite = torch.isfinite(image)
+    peak = float(torch.where(finite, image, -torch.inf).max())
+    if not peak > 0:
+        return None
+    floor = statistics.sky + min_snr * statistics.sigma
+    if peak * (1 - tolerance) < floor:
+        return None
+    # float32 comparisons as numpy makes them (the threshold rounded to the image's type)
+    candidates = (image >= torch.tensor(max(0.85 * peak, floor), dtype=image.dtype)) & finite
+    ys, xs = candidates.nonzero(as_tuple=True)
+    values = image[ys, xs].double()
+    height, width = image.shape
+    padded = torch.nn.functional.pad(torch.where(finite, image, -torch.inf)[None, None], (1, 1, 1, 1),
+                                     value=-torch.inf)[0, 0]
+    flat = torch.zeros(len(ys), dtype=torch.bool, device=image.device)
+    for dy, dx in [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]:
+        neighbour = padded[ys + 1 + dy, xs + 1 + dx].double()
+        flat |= (neighbour - values).abs() <= tolerance * values
+    flat &= values >= 0.9 * peak
+    if not bool(flat.any()):
+        return None
+    level = float(values[flat].max()) * (1 - tolerance)
+    near_top = values >= level
+    y, x = ys[near_top].cpu().numpy(), xs[near_top].cpu().numpy()
+    box = np.zeros((y.max() - y.min() + 1, x.max() - x.min() + 1), bool)
+    box[y - y.min(), x - x.min()] = True
+    labels, _ = ndimage.label(box, np.ones((3, 3), bool))
+    largest = np.bincount(labels[box]).max()
+    return level if largest >= min_pixels and level >= floor else None
+
+
+def saturated_regions_torch(image: torch.Tensor, saturation: float | None, min_pixels: int = 5) -> torch.Tensor:
+    """:func:`saturated_regions` for a 2-D tensor on any device: pixels at or above ``saturation`` are found and
+    the kept regions grown by 1 px (max-pooling) on the device; only the bounding box of the saturated pixels
+    is labelled, on the CPU. Same result; a tensor in CPU memory goes to the numpy function (no copy)."""
+    if image.device.type == "cpu":
+        return torch.from_numpy(saturated_regions(image.numpy(), saturation, min_pixels))
+    return _saturated_regions_in_torch(image, saturation, min_pixels)
+
+
+def _saturated_regions_in_torch(image: torch.Tensor, saturation: float | None, min_pixels: int) -> torch.Tensor:
+    protected = torch.zeros(image.shape, dtype=torch.bool, device=image.device)
+    if saturation is None:
+        return protected
+    from scipy import ndimage
+
+    above = image >= torch.tensor(saturation, dtype=image.dtype)
+    ys, xs = above.nonzero(as_tuple=True)
+    if not len(ys):
+        return protected
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    box = above[y0:y1, x0:x1].cpu().numpy()
+    labels, _ = ndimage.label(box, np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    kept = (sizes >= min_pixels)[labels]
+    if not kept.any():
+        return protected
+    protected[y0:y1, x0:x1] = torch.from_numpy(kept).to(image.device)
+    grown = torch.nn.functional.max_pool2d(protected[None, None].to(torch.float16 if image.is_cuda else torch.float32),
+                                           3, stride=1, padding=1)
+    return grown[0, 0] > 0
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available; otherwise the named device, checked to exist."""
     if isinstance(device, torch.device):
@@ -372,35 +452,41 @@ class CRDetector:
         image, input_mask = split_input_mask(image, mask)
         image = as_image(image)
         threshold = self.threshold if threshold is None else check_threshold(threshold)
-        nonfinite = ~np.isfinite(image)
-        ignored = nonfinite if input_mask is None else nonfinite | input_mask
-        if ignored.all():
-            what = "no finite pixels (all NaN or inf)" if nonfinite.all() else "no finite pixels outside the mask"
-            raise InputError(f"the image has {what}; nothing to detect")
-        if nonfinite.any():
-            logger.warning("%d non-finite pixels (NaN/inf) are treated as sky and never flagged", nonfinite.sum())
-        if input_mask is not None:
-            # masked pixels become NaN in a working copy: every estimate below already skips non-finite pixels
-            image = np.where(input_mask, np.float32(np.nan), image)
-        stats = statistics or frame_statistics(image)
-        logits = self._predict_fitting_memory(self.preprocessing.normalise(image, stats), tile, overlap, batch_size)
-        if saturation is None:
-            saturation = plateau_saturation(image, statistics=stats)
-            if saturation is not None:
-                logger.info("no saturation level given: flat plateaus at %.6g and above are treated as saturated",
-                            saturation)
-        protected = saturated_regions(image, saturation)
-        never = ignored | protected
-        del ignored, image  # the working copy, if any
-        logits[never] = -np.inf
-        if return_logits:
-            probability = torch.sigmoid(torch.from_numpy(logits)).numpy()
-        else:
-            probability = torch.sigmoid_(torch.from_numpy(np.ascontiguousarray(logits))).numpy()
-            logits = None
-        flagged = probability >= threshold
-        flagged &= ~never
-        return DetectionResult(probability, flagged, nonfinite, logits, protected, threshold, stats, input_mask)
+        with torch.inference_mode():
+            # the frame goes to the model's device once; every per-frame step below runs there
+            frame = torch.from_numpy(image).to(self.device)
+            nonfinite = ~torch.isfinite(frame)
+            masked = None if input_mask is None else torch.from_numpy(input_mask).to(self.device)
+            ignored = nonfinite if masked is None else nonfinite | masked
+            if bool(ignored.all()):
+                what = "no finite pixels (all NaN or inf)" if bool(nonfinite.all()) else "no finite pixels outside the mask"
+                raise InputError(f"the image has {what}; nothing to detect")
+            count = int(nonfinite.sum())
+            if count:
+                logger.warning("%d non-finite pixels (NaN/inf) are treated as sky and never flagged", count)
+            if masked is not None:
+                # masked pixels become NaN in a working copy: every estimate below already skips non-finite pixels
+                frame = torch.where(masked, torch.nan, frame)
+            stats = statistics or frame_statistics_torch(frame)
+            normalised = self.preprocessing.normalise_batch(frame[None, None], stats.sky, stats.sigma)[0, 0]
+            logits = self._predict_fitting_memory(normalised, tile, overlap, batch_size)
+            del normalised
+            if saturation is None:
+                saturation = plateau_saturation_torch(frame, stats)
+                if saturation is not None:
+                    logger.info("no saturation level given: flat plateaus at %.6g and above are treated as saturated",
+                                saturation)
+            protected = saturated_regions_torch(frame, saturation)
+            never = ignored | protected
+            del ignored, frame
+            logits[never] = -torch.inf
+            # without the logits the probability takes their memory (4 bytes per pixel less)
+            probability = torch.sigmoid(logits) if return_logits else logits.sigmoid_()
+            flagged = (probability >= threshold) & ~never
+            host = lambda t: t.cpu().numpy()  # noqa: E731
+            return DetectionResult(host(probability), host(flagged), host(nonfinite),
+                                   host(logits) if return_logits else None, host(protected), threshold, stats,
+                                   input_mask)
 
     def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None,
@@ -414,20 +500,21 @@ class CRDetector:
         return self.predict(image, threshold=threshold, mask=mask, **kwargs).mask
 
     @torch.inference_mode()
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch[:, None]).to(self.device).contiguous(memory_format=self.memory_format)
+    def _run(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, H, W) of normalised tiles (N, H, W) on the model's device."""
+        x = batch[:, None].contiguous(memory_format=self.memory_format)
         dtype = PRECISIONS[self.precision]
         # autocast keeps normalisations and reductions in float32; only convolutions and matmuls drop
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            return self.model(x).float()[:, 0].contiguous().cpu().numpy()
+            return self.model(x).float()[:, 0]
 
     def _margin(self, overlap: int | None) -> int:
         """Context margin of a tile in pixels, rounded up to the pooling multiple."""
         margin = self.context_margin if overlap is None else int(overlap)
         return int(np.ceil(margin / self.pad_multiple) * self.pad_multiple)
 
-    def _predict_fitting_memory(self, image: np.ndarray, tile: int | None, overlap: int | None,
-                                batch_size: int) -> np.ndarray:
+    def _predict_fitting_memory(self, image: torch.Tensor, tile: int | None, overlap: int | None,
+                                batch_size: int) -> torch.Tensor:
         """:meth:`_predict_normalised`, retried with half the batch, then half the tile, when out of memory.
 
         Large tiles are fastest on a GPU but their memory grows with the tile's area; rather than fail on
@@ -450,18 +537,17 @@ class CRDetector:
                 logger.warning("out of %s memory: retrying with batch %d, tile %s", self.device.type, batch_size,
                                tile)
 
-    def _predict_normalised(self, image: np.ndarray, tile: int | None, overlap: int | None,
-                            batch_size: int) -> np.ndarray:
-        """Logits of a normalised frame, whole or tiled."""
+    def _predict_normalised(self, image: torch.Tensor, tile: int | None, overlap: int | None,
+                            batch_size: int) -> torch.Tensor:
+        """Logits of a normalised frame (2-D tensor on the model's device), whole or tiled."""
         height, width = image.shape
         multiple = self.pad_multiple
         # Pad once for the whole frame, exactly as the model pads a whole frame itself, so tiles
         # see the same pixels (and the same pooling grid) as a whole-frame pass.
-        padded, _ = pad_to_multiple(torch.from_numpy(image)[None, None], multiple)
-        padded = padded[0, 0].numpy()
+        padded = pad_to_multiple(image[None, None], multiple)[0][0, 0]
         pad_h, pad_w = padded.shape
         if tile is None or (pad_h <= tile and pad_w <= tile):
-            return self._run(padded[None])[0, :height, :width].copy()
+            return self._run(padded[None])[0, :height, :width].contiguous()
 
         tile = int(np.ceil(tile / multiple) * multiple)
         margin = self._margin(overlap)
@@ -471,21 +557,21 @@ class CRDetector:
         tile_h = min(balanced_tile(pad_h, tile, margin, multiple), pad_h)
         tile_w = min(balanced_tile(pad_w, tile, margin, multiple), pad_w)
         windows = [(y, x) for y in tile_origins(pad_h, tile_h, margin) for x in tile_origins(pad_w, tile_w, margin)]
-        total = np.zeros((pad_h, pad_w), np.float32)
+        total = torch.zeros((pad_h, pad_w), dtype=torch.float32, device=image.device)
         # how many tile cores cover each pixel (1, or 2-4 where the last tile of a row or column is shifted
         # back): uint8 counts, a quarter of the memory of a float weight map
-        count = np.zeros((pad_h, pad_w), np.uint8)
+        count = torch.zeros((pad_h, pad_w), dtype=torch.uint8, device=image.device)
         for start in range(0, len(windows), batch_size):
             chunk = windows[start:start + batch_size]
-            batch = np.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
+            batch = torch.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
             for (y, x), logit in zip(chunk, self._run(batch)):
                 y0, y1 = _core_window(y, tile_h, pad_h, margin)
                 x0, x1 = _core_window(x, tile_w, pad_w, margin)
                 total[y + y0:y + y1, x + x0:x + x1] += logit[y0:y1, x0:x1]
                 count[y + y0:y + y1, x + x0:x + x1] += 1
         del padded
-        np.divide(total, count, out=total)
-        return total[:height, :width]
+        total /= count
+        return total[:height, :width].contiguous()
 
 
 def check_precision(precision: str, device: torch.device) -> str:
