@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{args.batch_size / seconds:.1f} patches/s")
         print(lines[-1], flush=True)
     if args.switches:
+        compiled = "bf16+compile" if device.type == "cuda" else "fp32+compile"
         lines.append("switches (model alone, patches/s): " + ", ".join(["fp32", "bf16", "bf16+channels-last",
-                                                                           "bf16+compile (compile s)"]))
+                                                                           f"{compiled} (compile s)"]))
         for name in models:
             synthetic = next(loaded["study"].train_batches(0))
             cells = []

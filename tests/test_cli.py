@@ -9,10 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from crdetect.cli import SAMPLE_FILE, main
+from crdetect.inference import resolve_precision
 from crdetect.data.fits_io import PROBABILITY_BSCALE, read_science_hdus
 
 
@@ -41,7 +43,8 @@ def test_detect_gmos_writes_mask_and_probability_and_leaves_the_input_alone(shar
         assert prob.dtype == np.float32 and prob.shape == (150, 200)
         assert hdul["CRMASK"].header["CRSCINAM"] == "SCI" and hdul["CRMASK"].header["CRSCIEXT"] == 1
         assert "tiny.pt" in hdul["CRPROB"].header["CRMODEL"] and hdul["CRPROB"].header["CRTHRESH"] == 0.5
-        assert hdul["CRMASK"].header["CRPRECIS"] == "float32"
+        # the CLI's default precision: bfloat16 where this CPU has it natively, else float32
+        assert hdul["CRMASK"].header["CRPRECIS"] == resolve_precision("auto", torch.device("cpu"))
         decided = np.abs(prob - 0.5) > PROBABILITY_BSCALE  # CRPROB is stored in 16-bit steps
         np.testing.assert_array_equal(mask[decided], (prob >= 0.5)[decided].astype(np.uint8))
         with fits.open(source) as original:

@@ -458,3 +458,42 @@ def test_a_separate_bad_pixel_mask_keeps_known_hot_pixels_unflagged(tmp_path, ca
     assert _detect(tmp_path / "frame.fits", "fast", tmp_path / "c", "--bad-pixel-mask", str(tmp_path / "small.fits")) == 1
     assert "pass a mask of the frame's shape" in capsys.readouterr().err
     assert _detect(tmp_path / "frame.fits", "fast", tmp_path / "d", "--bad-pixel-mask", str(tmp_path / "none.fits")) == 2
+
+
+# Streaming stages (issue #14): reader and writer threads around the detection ------------------------------
+
+def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(tiny_checkpoint, tmp_path):
+    """One process, files through the reader/detector/writer stages: the outputs are byte-identical to
+    detect_file's, in the batch's order; a file whose second CCD fails leaves no output and no temporary
+    file, a corrupt file fails alone, and an existing output is kept with --skip-existing."""
+    from crdetect.pipeline import DetectOptions, detect_file, run_batch
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    paths = []
+    for i in range(3):
+        paths.append(_raw_multi_amplifier_file(inputs / f"raw{i}.fits"))
+    broken = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(_frame().astype(np.float32), name="SCI", ver=1),
+                           fits.ImageHDU(np.full((96, 128), np.nan, np.float32), name="SCI", ver=2)])
+    broken.writeto(inputs / "nan_ccd.fits")
+    (inputs / "corrupt.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    paths += [inputs / "nan_ccd.fits", inputs / "corrupt.fits"]
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    options = DetectOptions(model=str(tiny_checkpoint), out_dir=str(reference), precision="float32")
+    for path in paths[:3]:
+        rows = detect_file(path, options)
+        assert [r["status"] for r in rows] == ["ok"] * 4
+    streamed = tmp_path / "streamed"
+    rows, summary = run_batch(paths, DetectOptions(model=str(tiny_checkpoint), out_dir=str(streamed),
+                                                   precision="float32"), jobs=1, progress=False)
+    assert [r["file"] for r in rows] == [str(p) for p in paths[:3] for _ in range(4)] + [str(p) for p in paths[3:]]
+    for path in paths[:3]:
+        name = path.stem + "_crmask.fits"
+        assert (streamed / name).read_bytes() == (reference / name).read_bytes()
+    assert rows[-2]["status"].startswith("error:") and "no finite pixels" in rows[-2]["status"]
+    assert rows[-1]["status"].startswith("error:") and "corrupt" in rows[-1]["status"]
+    assert not (streamed / "nan_ccd_crmask.fits").exists() and not list(streamed.glob(".*.tmp"))
+    again, _ = run_batch(paths[:2], DetectOptions(model=str(tiny_checkpoint), out_dir=str(streamed),
+                                                  skip_existing=True), jobs=1, progress=False)
+    assert {r["status"] for r in again} == {"skipped (output exists)"}

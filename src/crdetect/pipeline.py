@@ -46,7 +46,7 @@ class DetectOptions:
     sky: float | None = None  # ADU above bias; estimated from the frame if omitted
     noise_from_header: bool = False  # take gain and read noise from the header (GAIN, RDNOISE, ...)
     compile: bool = False  # torch.compile the network (pays off over many frames)
-    precision: str = "float32"  # or bfloat16 (faster on recent CPUs), float16 (CUDA)
+    precision: str = "auto"  # bfloat16 on CPUs with native bfloat16, else float32; or name one
     mask_only: bool = False  # write only the crdetect extensions, not a copy of the input's HDUs
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
     bad_pixel_mask: str | None = None  # a separate FITS mask (non-zero = bad) for every input
@@ -136,7 +136,7 @@ def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str, 
 
 @functools.lru_cache(maxsize=2)
 def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False,
-                    precision: str = "float32"):
+                    precision: str = "auto"):
     """One detector per process, loaded on first use (the CLI's up-front check fills the cache)."""
     import torch
 
@@ -243,15 +243,81 @@ def rows_from_output(out_path: Path, base: dict) -> list[dict]:
     return rows or [{**base, "status": "skipped (output exists)"}]
 
 
+def _existing_output(out_path: Path, options: DetectOptions, base: dict) -> list[dict] | None:
+    """The rows of a file whose output exists and is kept (``--skip-existing``), None to go on; raises when
+    it exists and may not be replaced."""
+    if out_path.exists() and options.skip_existing:
+        return rows_from_output(out_path, base)
+    if out_path.exists() and not options.overwrite:
+        raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it (or --skip-existing to keep it)")
+    return None
+
+
+def _error_rows(err: BaseException, base: dict, path: Path) -> list[dict]:
+    message = str(err) if isinstance(err, CRDetectError) else f"{type(err).__name__}: {err}"
+    logger.debug("failure on %s", path, exc_info=True)
+    return [{**base, "status": f"error: {message}"}]
+
+
+def _read_sciences(hdul, path: Path, options: DetectOptions):
+    """The science images of an open input, read one at a time (with the bad-pixel mask file's plane
+    OR-ed into each one's mask), and the EXTVER shift of their outputs: (shift, iterator)."""
+    from .data.fits_io import external_mask, open_fits, read_science, select_science
+
+    plans = select_science(hdul, options.hdu, options.file_masks, path)
+    # EXTVER pairs each CRMASK with its science HDU's index; shifted by one when the primary HDU is
+    # searched too, since EXTVER 0 is not found by fits.getdata(out, "CRMASK")
+    shift = 1 if any(plan.index == 0 for plan in plans) else 0
+
+    def sciences():
+        with contextlib.ExitStack() as stack:
+            # the bad-pixel mask file, opened once per input (each HDU reads its own plane)
+            bad_pixels = stack.enter_context(open_fits(options.bad_pixel_mask)) if options.bad_pixel_mask else None
+            for plan in plans:
+                science = read_science(hdul, plan, path)
+                if bad_pixels is not None:
+                    known = external_mask(bad_pixels, science, options.bad_pixel_mask)
+                    science.mask = known if science.mask is None else science.mask | known
+                yield science
+
+    return shift, sciences()
+
+
+def _search(science, detector, options: DetectOptions, path: Path, extver: int, base: dict) -> tuple[list, dict]:
+    """Detect CRs in one science image: its output extensions and its summary row (drops its pixels)."""
+    from .data.fits_io import crdetect_extensions, data_section
+    from .interfaces import grown_cr_mask
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        section = None if options.full_frame else data_section(science.header, science.data.shape)
+        pixels = science.data if section is None else science.data[section]
+        statistics = frame_noise(pixels, science.keywords, options, f"{path}[{science.label}]",
+                                 None if science.mask is None else
+                                 (science.mask if section is None else science.mask[section]))
+        result = predict_section(detector, science.data, section, mask=science.mask, tile=options.tile,
+                                 statistics=statistics, return_logits=False,
+                                 saturation=options.saturation or header_saturation(science.keywords))
+    if options.grow:
+        result = replace(result, mask=grown_cr_mask(result, options.grow))
+    cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
+    shape = science.data.shape
+    science.data = None  # not written again: the input's bytes are copied
+    extensions = crdetect_extensions(science, result, cleaned, detector.name, detector.precision, extver=extver,
+                                     grow=options.grow)
+    row = {**base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": int(result.mask.sum()),
+           "cr_fraction": result.cr_fraction, "nonfinite_pixels": int(result.nonfinite.sum()),
+           "masked_pixels": 0 if science.mask is None else int(science.mask.sum()), "status": "ok"}
+    return extensions, row
+
+
 def detect_file(path: str | Path, options: DetectOptions, detector=None, out_path: Path | None = None) -> list[dict]:
     """Detect CRs in one FITS file and write its output; returns one summary row per science HDU.
 
     The file is checked whole (headers, length) before any detection; its science images are then
     read, searched and appended to the output one at a time, so memory holds one image and its result.
     """
-    from .data.fits_io import (crdetect_extensions, data_section, detection_output, external_mask, open_fits,
-                               output_path_for, read_science, select_science)
-    from .interfaces import grown_cr_mask
+    from .data.fits_io import detection_output, open_fits, output_path_for
 
     path = Path(path)
     out_path = Path(out_path) if out_path is not None else output_path_for(path, options.out_dir,
@@ -259,58 +325,26 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
     started = time.perf_counter()
     base = {"file": str(path), "output": str(out_path)}
     try:
-        if out_path.exists() and options.skip_existing:
-            return rows_from_output(out_path, base)
-        if out_path.exists() and not options.overwrite:
-            raise CRDetectError(f"{str(out_path)!r} exists; pass --overwrite to replace it "
-                                "(or --skip-existing to keep it)")
+        kept = _existing_output(out_path, options, base)
+        if kept is not None:
+            return kept
         detector = detector or detector_for(options)
         rows = []
-        with open_fits(path) as hdul, contextlib.ExitStack() as stack:
-            # the detector's bad-pixel mask file, opened once per input (each HDU reads its own plane)
-            bad_pixels = stack.enter_context(open_fits(options.bad_pixel_mask)) if options.bad_pixel_mask else None
-            plans = select_science(hdul, options.hdu, options.file_masks, path)
-            # EXTVER pairs each CRMASK with its science HDU's index; shifted by one when the primary HDU is
-            # searched too, since EXTVER 0 is not found by fits.getdata(out, "CRMASK")
-            shift = 1 if any(plan.index == 0 for plan in plans) else 0
+        with open_fits(path) as hdul:
+            shift, sciences = _read_sciences(hdul, path, options)
             with detection_output(path, hdul, out_path, copy_input=not options.mask_only,
                                   overwrite=options.overwrite) as append:
-                for plan in plans:
-                    science = read_science(hdul, plan, path)
-                    if bad_pixels is not None:
-                        known = external_mask(bad_pixels, science, options.bad_pixel_mask)
-                        science.mask = known if science.mask is None else science.mask | known
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        section = None if options.full_frame else data_section(science.header, science.data.shape)
-                        pixels = science.data if section is None else science.data[section]
-                        statistics = frame_noise(pixels, science.keywords, options, f"{path}[{science.label}]",
-                                                 None if science.mask is None else
-                                                 (science.mask if section is None else science.mask[section]))
-                        result = predict_section(detector, science.data, section, mask=science.mask,
-                                                 tile=options.tile, statistics=statistics, return_logits=False,
-                                                 saturation=options.saturation or header_saturation(science.keywords))
-                    if options.grow:
-                        result = replace(result, mask=grown_cr_mask(result, options.grow))
-                    cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
-                    shape = science.data.shape
-                    science.data = None  # not written again: the input's bytes are copied
-                    append(crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
-                                               extver=science.index + shift, grow=options.grow))
-                    rows.append({**base, "hdu": science.label, "shape": "x".join(map(str, shape)),
-                                 "cr_pixels": int(result.mask.sum()), "cr_fraction": result.cr_fraction,
-                                 "nonfinite_pixels": int(result.nonfinite.sum()),
-                                 "masked_pixels": 0 if science.mask is None else int(science.mask.sum()),
-                                 "status": "ok"})
-                    del science, result, cleaned  # one image in memory at a time
+                for science in sciences:
+                    extensions, row = _search(science, detector, options, path, science.index + shift, base)
+                    append(extensions)
+                    rows.append(row)
+                    del science, extensions  # one image in memory at a time
         seconds = time.perf_counter() - started
         for row in rows:
             row["seconds"] = round(seconds, 3)
         return rows
     except Exception as err:  # reported in the summary; the batch goes on
-        message = str(err) if isinstance(err, CRDetectError) else f"{type(err).__name__}: {err}"
-        logger.debug("failure on %s", path, exc_info=True)
-        return [{**base, "status": f"error: {message}"}]
+        return _error_rows(err, base, path)
 
 
 class BatchSummary:
@@ -439,10 +473,7 @@ def run_local(paths: list[Path], outputs: list[Path], options: DetectOptions, re
     from tqdm import tqdm
 
     if jobs <= 1:
-        detector = detector_for(options)
-        for i, (path, out) in enumerate(tqdm(list(zip(paths, outputs)), desc="crdetect", unit="file",
-                                             disable=not progress or len(paths) < 2)):
-            record(i, detect_file(path, options, detector, out))
+        run_streaming(paths, outputs, options, record, progress)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -468,6 +499,171 @@ def run_local(paths: list[Path], outputs: list[Path], options: DetectOptions, re
         _stop_workers()
         raise
     pool.shutdown(wait=True)
+
+
+_END = object()
+
+
+def _put(queue, item, stop) -> bool:
+    """Put ``item`` unless the run is stopping (a bounded queue blocks until the next stage takes one)."""
+    import queue as queues
+
+    while not stop.is_set():
+        try:
+            queue.put(item, timeout=0.1)
+            return True
+        except queues.Full:
+            continue
+    return False
+
+
+def _items(queue, stop):
+    """The items of ``queue`` up to ``_END``, or until the run is stopping."""
+    import queue as queues
+
+    while not stop.is_set():
+        try:
+            item = queue.get(timeout=0.1)
+        except queues.Empty:
+            continue
+        if item is _END:
+            return
+        yield item
+
+
+def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions, record, progress: bool = True,
+                  queue_size: int = 2) -> None:
+    """Files through three stages in one process, one model: a reader thread (opening, checking, reading
+    and decompressing each science image), the detection in this thread (on the model's device), and a
+    writer thread (copying the input's bytes, compressing and appending the extensions, publishing the file
+    atomically). Bounded queues of ``queue_size`` images between the stages keep memory at a few images
+    while reading and writing overlap the detection. ``record(i, rows)`` receives each file's rows, in order.
+    """
+    import queue as queues
+    import threading
+
+    from tqdm import tqdm
+
+    from .atomic import remove_open_temporaries
+    from .data.fits_io import OutputSource, detection_output, open_fits
+
+    detector = detector_for(options)
+    stop = threading.Event()
+    to_detect: queues.Queue = queues.Queue(queue_size)
+    to_write: queues.Queue = queues.Queue(queue_size)
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for i, (path, out) in enumerate(zip(paths, outputs)):
+                base = {"file": str(path), "output": str(out)}
+                started = time.perf_counter()
+                try:
+                    kept = _existing_output(out, options, base)
+                    if kept is not None:
+                        _put(to_detect, ("rows", i, kept), stop)
+                        continue
+                    with open_fits(path) as hdul:
+                        shift, sciences = _read_sciences(hdul, path, options)
+                        source = OutputSource.of(hdul)
+                        if not _put(to_detect, ("start", i, path, out, source, base, started), stop):
+                            return
+                        for science in sciences:
+                            if not _put(to_detect, ("image", i, science, science.index + shift), stop):
+                                return
+                    _put(to_detect, ("end", i), stop)
+                except Exception as err:  # this file fails; the batch goes on
+                    _put(to_detect, ("failed", i, _error_rows(err, base, Path(path))), stop)
+        finally:
+            _put(to_detect, _END, stop)
+
+    def write() -> None:
+        bar = tqdm(total=len(paths), desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
+        current = None  # [stack, append, rows, base, started, path]
+        recorded: set[int] = set()
+
+        def settle(i: int, rows: list[dict]) -> None:
+            if i not in recorded:  # a file is recorded once, by its first outcome
+                recorded.add(i)
+                record(i, rows)
+                bar.update()
+
+        try:
+            for item in _items(to_write, stop):
+                kind, i = item[0], item[1]
+                try:
+                    if kind == "start":
+                        _, _, path, out, source, base, started = item
+                        stack = contextlib.ExitStack()
+                        current = [stack, None, [], base, started, path]
+                        current[1] = stack.enter_context(detection_output(path, source, out,
+                                                                          copy_input=not options.mask_only,
+                                                                          overwrite=options.overwrite))
+                    elif kind == "image":
+                        if current is not None:
+                            current[1](item[2])
+                            current[2].append(item[3])
+                    elif kind == "end":
+                        if current is not None:
+                            stack, _, rows, _, started, _ = current
+                            current = None
+                            stack.close()  # the file appears
+                            for row in rows:
+                                row["seconds"] = round(time.perf_counter() - started, 3)
+                            settle(i, rows)
+                    else:  # "rows" (kept output) or "failed"
+                        if current is not None:  # a failed file's output is discarded
+                            current[0].__exit__(CRDetectError, CRDetectError("failed"), None)
+                            current = None
+                        settle(i, item[2])
+                except Exception as err:
+                    if current is not None:
+                        current[0].__exit__(type(err), err, None)
+                        settle(i, _error_rows(err, current[3], Path(current[5])))
+                        current = None
+                    # the rest of this file's items find no current output and are dropped
+        except BaseException as err:  # noqa: BLE001 - reported to the main thread
+            failures.append(err)
+        finally:
+            if current is not None:
+                current[0].__exit__(CRDetectError, CRDetectError("stopped"), None)
+            bar.close()
+
+    reader = threading.Thread(target=read, name="crdetect-reader", daemon=True)
+    writer = threading.Thread(target=write, name="crdetect-writer", daemon=True)
+    reader.start()
+    writer.start()
+    try:
+        failed: set[int] = set()
+        for item in _items(to_detect, stop):
+            kind, i = item[0], item[1]
+            if kind == "image":
+                if i in failed:
+                    continue
+                _, _, science, extver = item
+                base = {"file": str(paths[i]), "output": str(outputs[i])}
+                try:
+                    extensions, row = _search(science, detector, options, Path(paths[i]), extver, base)
+                except Exception as err:
+                    failed.add(i)
+                    _put(to_write, ("failed", i, _error_rows(err, base, Path(paths[i]))), stop)
+                    continue
+                del science
+                item = ("image", i, extensions, row)
+            elif kind == "end" and i in failed:
+                continue
+            if not _put(to_write, item, stop):
+                break
+        _put(to_write, _END, stop)
+        writer.join()
+        if failures:
+            raise failures[0]
+    finally:
+        if writer.is_alive() or reader.is_alive():  # interrupted: stop the stages and remove what they left
+            stop.set()
+            writer.join(timeout=10)
+            reader.join(timeout=10)
+            remove_open_temporaries()
 
 
 def run_dask(paths: list[Path], outputs: list[Path], options: DetectOptions, scheduler: str, record,

@@ -559,8 +559,22 @@ def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None,
     return hdus
 
 
+@dataclass(frozen=True)
+class OutputSource:
+    """What writing an output needs of its input: the length of its FITS bytes and its primary header
+    (taken from the open file once, so that a writer thread never touches the reader's file object)."""
+
+    length: int
+    primary_header: fits.Header
+
+    @classmethod
+    def of(cls, hdul: fits.HDUList) -> "OutputSource":
+        last = hdul[-1].fileinfo()
+        return cls(last["datLoc"] + last["datSpan"], hdul[0].header.copy())
+
+
 @contextlib.contextmanager
-def detection_output(input_path: str | os.PathLike, hdul: fits.HDUList, out_path: str | os.PathLike, *,
+def detection_output(input_path: str | os.PathLike, hdul: fits.HDUList | OutputSource, out_path: str | os.PathLike, *,
                      copy_input: bool = True, overwrite: bool = False) -> Iterator[Callable[[list], None]]:
     """Create the output file of ``input_path`` and yield a function that appends extensions to it.
 
@@ -568,17 +582,18 @@ def detection_output(input_path: str | os.PathLike, hdul: fits.HDUList, out_path
     still compressed, ``.gz`` decompressed); with ``copy_input=False`` only an empty primary HDU with
     the input's primary header cards (``CRINPUT`` names the input). The file appears at ``out_path``
     when the block ends without error (:func:`crdetect.atomic.atomic_output`), else not at all.
+    ``hdul`` is the open input or its :class:`OutputSource`.
     """
+    source = hdul if isinstance(hdul, OutputSource) else OutputSource.of(hdul)
     out_path = Path(out_path)
     if out_path.exists() and out_path.resolve() == Path(input_path).resolve():
         raise OutputError(f"refusing to write over the input file {str(input_path)!r}; choose another --out-dir")
     with atomic_output(out_path, overwrite) as handle:
         if copy_input:
-            last = hdul[-1].fileinfo()
-            _copy_stream(input_path, last["datLoc"] + last["datSpan"], handle)
+            _copy_stream(input_path, source.length, handle)
         else:
             primary = fits.PrimaryHDU()
-            primary.header.extend(hdul[0].header, strip=True)
+            primary.header.extend(source.primary_header, strip=True)
             primary.header["EXTEND"] = True
             primary.header["CRINPUT"] = (Path(input_path).name[:68], "input file the crdetect extensions describe")
             handle.write(_hdu_bytes([primary], primary=True))
