@@ -10,7 +10,17 @@ above the baseline while it ran (sampled every 5 ms), and the ratio of crdetect'
     python benchmarks/bench_detect.py --device cuda --precision float32 float16 --tile 1024 4096 0
 
 With ``--device cuda`` crdetect's models run on the GPU (tiles of each ``--tile``, 0 = whole frame) and
-their peak GPU memory is reported too; the peers stay on the CPU, as they are usually run.
+their peak GPU memory is reported too; deepCR runs on the GPU as well (``--peers-on-cpu`` keeps it on the
+CPU); Cosmic-CoNN uses CUDA by itself when torch sees it. ``--precision auto`` is what ``crdetect detect``
+picks on this machine.
+
+``--files N`` also times the whole job end to end: N FITS files holding the frame (float32, with GAIN,
+RDNOISE and SATURATE), ``crdetect detect`` in this process (read, detect, write mask and probability;
+streamed through reader and writer threads) against LA-Cosmic doing the same (read, astroscrappy, write
+its mask), CCDs per second and the ratio.
+
+    python benchmarks/bench_detect.py --frame real --precision auto --files 4     # the CPU goal
+    python benchmarks/bench_detect.py --device cuda --precision float32 float16 --tile 0 --files 16
 
 Peers that are not installed (pip install 'crdetect[peers]') are skipped with a note.
 """
@@ -88,6 +98,59 @@ def real_star_field(shape=(4096, 2048)):
     return image, max(stats.sky / stats.sigma**2, 0.1), 5.0, saturation
 
 
+def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
+    """Seconds, peak memory of ``crdetect detect`` (per precision) and of LA-Cosmic on ``args.files`` FITS files."""
+    import tempfile
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    from crdetect.baselines import LACosmicDetector
+    from crdetect.inference import resolve_device, resolve_precision
+    from crdetect.pipeline import DetectOptions, cached_detector, run_batch
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_detect_"))
+    header = fits.Header({"GAIN": gain, "RDNOISE": read_noise, "SATURATE": saturation})
+    paths = []
+    for i in range(args.files):
+        paths.append(folder / "in" / f"ccd{i:03d}.fits")
+        paths[-1].parent.mkdir(exist_ok=True)
+        fits.PrimaryHDU(image, header=header).writeto(paths[-1])
+    runs = {}
+    for precision in args.precision:
+        resolved = resolve_precision(precision, resolve_device(args.device))
+        options = DetectOptions(model=args.default, out_dir=str(folder / f"out_{precision}"), device=args.device,
+                                tile=args.tile[0] or None, precision=precision, overwrite=True)
+        cached_detector(options.model, options.device, None, None, False, precision)  # loaded before the clock
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            run_batch(paths, options, jobs=1, progress=False)
+            seconds = time.perf_counter() - started
+        name = f"crdetect detect {args.files} files ({resolved})"
+        runs[name] = (seconds, memory.above_base, None)
+        notes.append(f"{name}: {args.files / seconds:.2f} CCDs/s")
+    try:
+        lacosmic = LACosmicDetector()
+        from crdetect.baselines import ImageContext
+        from crdetect.preprocessing import frame_statistics
+
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            for path in paths:
+                with fits.open(path) as hdul:
+                    data = hdul[0].data.astype(np.float32)
+                    h = hdul[0].header
+                context = ImageContext(frame_statistics(data), h["GAIN"], h["RDNOISE"], h["SATURATE"])
+                mask = lacosmic.detect(data, context)
+                fits.PrimaryHDU(mask.astype(np.uint8)).writeto(folder / f"{path.stem}_lacosmic.fits", overwrite=True)
+            seconds = time.perf_counter() - started
+        runs[f"LA-Cosmic files ({args.files})"] = (seconds, memory.above_base, None)
+        notes.append(f"LA-Cosmic files: {args.files / seconds:.2f} CCDs/s")
+    except ImportError as err:
+        notes.append(f"LA-Cosmic files: skipped ({err})")
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -95,13 +158,17 @@ def main() -> int:
     parser.add_argument("--default", default="default", help="crdetect default model (name or checkpoint)")
     parser.add_argument("--fast", default="fast", help="crdetect fast model (name or checkpoint)")
     parser.add_argument("--tile", type=int, nargs="+", default=[1024], help="tile sizes to time (0: whole frame)")
-    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16", "float16"],
+    parser.add_argument("--precision", nargs="+", default=["float32"],
+                        choices=["auto", "float32", "bfloat16", "float16"],
                         help="network arithmetic(s) to time for crdetect's models")
     parser.add_argument("--device", default="cpu", help="device of crdetect's models (cpu, cuda)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile'd crdetect models (compilation is timed apart)")
     parser.add_argument("--frame", default="simulated", choices=["simulated", "real"],
                         help="simulated DECam CCD (default), or a real star field (CTIO Mosaic2) tiled to its size")
+    parser.add_argument("--files", type=int, default=0, help="also time N files end to end (crdetect detect vs "
+                                                              "astroscrappy reading and writing the same files)")
+    parser.add_argument("--peers-on-cpu", action="store_true", help="with --device cuda, keep deepCR on the CPU")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
 
@@ -147,7 +214,9 @@ def main() -> int:
                                      + ([f"tile {tile or 'whole'}"] if len(args.tile) > 1 else []))
                     candidates.append((label, lambda s=spec, t=tile or None, p=precision, c=compile: ours(s, t, p, c)))
     candidates += [("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
-                   ("deepCR decam", lambda: (lambda d=DeepCRDetector(): lambda: d.score(image, context))()),
+                   ("deepCR decam" + (" (GPU)" if gpu and not args.peers_on_cpu else ""),
+                    lambda: (lambda d=DeepCRDetector(device="GPU" if gpu and not args.peers_on_cpu else "CPU"):
+                             lambda: d.score(image, context))()),
                    ("Cosmic-CoNN ground_imaging",
                     lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(image, context))())]
     for name, build in candidates:
@@ -165,6 +234,8 @@ def main() -> int:
         gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if gpu and name.startswith("crdetect") else None
         runs[name] = (min(times), memory.above_base, gpu_peak)
 
+    if args.files:
+        runs.update(end_to_end(args, image, gain, read_noise, saturation, notes))
     device = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} threads"
     lines = [f"frame: {description}, {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix); "
              f"torch {torch.__version__}, crdetect on {device}, tile {' '.join(map(str, args.tile))}, "
@@ -175,7 +246,8 @@ def main() -> int:
                      + (f" {gpu_peak:8.0f}" if gpu_peak is not None else ""))
     lines.append("ratios (time ours / time theirs; < 1 means crdetect is faster):")
     for ours_name in [n for n in runs if n.startswith("crdetect")]:
-        for theirs in [n for n in runs if not n.startswith("crdetect")]:
+        end = ours_name.startswith("crdetect detect")  # end-to-end runs compare with end-to-end runs
+        for theirs in [n for n in runs if not n.startswith("crdetect") and n.startswith("LA-Cosmic files") == end]:
             lines.append(f"  {ours_name} / {theirs}: {runs[ours_name][0] / runs[theirs][0]:.2f}")
     lines += notes
     report = "\n".join(lines)

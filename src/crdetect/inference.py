@@ -455,13 +455,16 @@ class CRDetector:
         with torch.inference_mode():
             # the frame goes to the model's device once; every per-frame step below runs there
             frame = torch.from_numpy(image).to(self.device)
-            nonfinite = ~torch.isfinite(frame)
+            # in CPU memory numpy answers these on the same memory (torch's CPU isfinite and boolean sums
+            # measured 15-50x slower on a 2048 x 4096 frame)
+            on_cpu = self.device.type == "cpu"
+            nonfinite = torch.from_numpy(~np.isfinite(image)) if on_cpu else ~torch.isfinite(frame)
             masked = None if input_mask is None else torch.from_numpy(input_mask).to(self.device)
             ignored = nonfinite if masked is None else nonfinite | masked
             if bool(ignored.all()):
                 what = "no finite pixels (all NaN or inf)" if bool(nonfinite.all()) else "no finite pixels outside the mask"
                 raise InputError(f"the image has {what}; nothing to detect")
-            count = int(nonfinite.sum())
+            count = int(np.count_nonzero(nonfinite.numpy())) if on_cpu else int(nonfinite.sum())
             if count:
                 logger.warning("%d non-finite pixels (NaN/inf) are treated as sky and never flagged", count)
             if masked is not None:
@@ -479,7 +482,7 @@ class CRDetector:
             protected = saturated_regions_torch(frame, saturation)
             never = ignored | protected
             del ignored, frame
-            logits[never] = -torch.inf
+            logits.masked_fill_(never, -torch.inf)
             # without the logits the probability takes their memory (4 bytes per pixel less)
             probability = torch.sigmoid(logits) if return_logits else logits.sigmoid_()
             flagged = (probability >= threshold) & ~never

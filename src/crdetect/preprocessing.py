@@ -274,14 +274,18 @@ class Preprocessing:
     def normalise_batch(self, images: "torch.Tensor", sky: "torch.Tensor", sigma: "torch.Tensor") -> "torch.Tensor":
         """:meth:`normalise` in torch for a batch (N, 1, H, W) on any device; one sky and sigma per image.
 
-        The same arithmetic as the numpy method (tested against it): the local background, when
-        configured, is :func:`local_background_torch` of each image. Returns a new float32 tensor.
+        The same arithmetic as crdetect's former numpy code (tested against it): the local background, when
+        configured, is :func:`local_background_torch` of each image. Returns a new float32 tensor. In CPU
+        memory the element-wise steps run in numpy on the same memory: torch's CPU kernels for ``isfinite``
+        and ``asinh`` measured 15x and 9x slower than numpy's on a 2048 x 4096 frame (2 cores).
         """
         import torch
 
         n = images.shape[0]
         sky = torch.as_tensor(sky, dtype=torch.float32, device=images.device).reshape(n, 1, 1, 1)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).reshape(n, 1, 1, 1)
+        if images.device.type == "cpu":
+            return torch.from_numpy(self._normalise_in_numpy(images.numpy(), sky.numpy(), sigma.numpy()))
         finite = torch.isfinite(images)
         out = torch.where(finite, images.float(), sky)
         if self.subtract_sky and self.local_background is not None:
@@ -292,6 +296,28 @@ class Preprocessing:
         if self.asinh_softening is not None:
             out = torch.asinh(out / self.asinh_softening)
         return torch.where(finite & torch.isfinite(out), out, 0.0)
+
+    def _normalise_in_numpy(self, images: np.ndarray, sky: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """:meth:`normalise_batch`'s arithmetic on arrays (N, 1, H, W), in place on one float32 copy."""
+        import torch
+
+        out = np.array(images, dtype=np.float32, copy=True)
+        nonfinite = ~np.isfinite(out)
+        has_nonfinite = bool(nonfinite.any())
+        if has_nonfinite:
+            np.copyto(out, np.broadcast_to(sky, out.shape), where=nonfinite)
+        if self.subtract_sky and self.local_background is not None:
+            out -= local_background_torch(torch.from_numpy(out), self.local_background).numpy()
+        elif self.subtract_sky:
+            out -= sky
+        out /= sigma if self.scale == "noise" else np.float32(self.fixed_scale)
+        if self.asinh_softening is not None:
+            out /= np.float32(self.asinh_softening)  # in place: asinh(x / s) without a temporary frame
+            np.arcsinh(out, out=out)
+        if has_nonfinite:
+            out[nonfinite] = 0.0
+        out[~np.isfinite(out)] = 0.0  # overflow of huge values
+        return out
 
 
 def _symmetric_indices(length: int, before: int, after: int, device) -> "torch.Tensor":
