@@ -155,3 +155,27 @@ def test_the_median_weighted_loss_needs_weight_maps(tmp_path):
             f.create_dataset(name, (1, PATCH, PATCH), dtype)
     with pytest.raises(ValueError, match="no weight map.*rebuild"):
         PatchSplit.load(path, need_weight=True)
+
+
+def test_on_the_ci_preset_torch_and_reference_label_alike(tmp_path):
+    """The shipped models' recipe (extra hits up to 1000x charge, lines, local background) on the ci preset's
+    validation-style patches: the same label fraction and input range as the numpy reference."""
+    from crdetect.data.simulate import build_benchmark
+
+    build_benchmark(tmp_path, "ci", seed=1, progress=False)
+    preprocessing = Preprocessing(local_background=21)
+    settings = AugmentSettings(extra_hits=3.0, hit_charge=(0.5, 1000.0), line_prob=0.3)
+    ours = [_torch_path(tmp_path / "test.h5", settings, False, seed, preprocessing) for seed in range(4)]
+    reference = []
+    for seed in range(4):
+        dataset = PatchDataset(tmp_path / "test.h5", preprocessing, seed=seed, extra_hits=3.0,
+                               hit_charge=(0.5, 1000.0), line_prob=0.3)
+        items = [dataset[i] for i in range(len(dataset))]
+        reference.append((np.stack([i["image"][0].numpy() for i in items]),
+                          np.stack([i["mask"][0].numpy() for i in items])))
+    our_fraction = np.mean([mask.mean() for _, mask, _ in ours])
+    reference_fraction = np.mean([mask.mean() for _, mask in reference])
+    assert our_fraction == pytest.approx(reference_fraction, rel=0.25)
+    for q in (1, 50, 99):
+        assert np.percentile(np.concatenate([x for x, _, _ in ours]), q) == pytest.approx(
+            np.percentile(np.concatenate([x for x, _ in reference]), q), abs=0.05)
