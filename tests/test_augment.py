@@ -116,6 +116,17 @@ def test_lines_and_pedestals_add_light_but_no_labels_and_raise_the_weight(flat):
     assert np.all(weight >= stored - 1e-6) and weight.max() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("kind", ["line_prob", "pedestal_prob"])
+def test_lines_and_pedestals_carry_the_references_light(flat, kind):
+    path, images = flat
+    ours = np.concatenate([(_torch_path(path, AugmentSettings(sky_boost=0.0, **{kind: 1.0}), False, seed)[0]
+                            - images).sum(axis=(1, 2)) for seed in range(4)])
+    reference = np.concatenate([(_reference_path(path, False, seed, **{kind: 1.0})[0] - images).sum(axis=(1, 2))
+                                for seed in range(4)])
+    for q in (25, 50, 75):  # light spanning six decades: quartiles of 384 patches within a factor 2
+        assert np.log10(np.percentile(ours, q)) == pytest.approx(np.log10(np.percentile(reference, q)), abs=0.3)
+
+
 def test_batches_are_reproducible_for_a_seed_and_differ_between_seeds(flat):
     path, _ = flat
     settings = AugmentSettings(crop=128, pedestal_prob=0.5, line_prob=0.5, extra_hits=3.0, hit_zoom=2.0)
@@ -176,6 +187,6 @@ def test_on_the_ci_preset_torch_and_reference_label_alike(tmp_path):
     our_fraction = np.mean([mask.mean() for _, mask, _ in ours])
     reference_fraction = np.mean([mask.mean() for _, mask in reference])
     assert our_fraction == pytest.approx(reference_fraction, rel=0.25)
-    for q in (1, 50, 99):
+    for q in (1, 50, 90):  # the top percentiles hang on a dozen lines: compared on many patches below
         assert np.percentile(np.concatenate([x for x, _, _ in ours]), q) == pytest.approx(
-            np.percentile(np.concatenate([x for x, _ in reference]), q), abs=0.05)
+            np.percentile(np.concatenate([x for x, _ in reference]), q), abs=0.02)
