@@ -13,7 +13,7 @@ import copy
 import difflib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -422,9 +422,11 @@ class CRDetector:
 
         Parameters
         ----------
-        image : array_like, MaskedArray or CCDData
+        image : array_like, MaskedArray, CCDData or Frame
             2-D frame in its own units (ADU or electrons; the preprocessing is unit-free). The mask of a
-            masked array or ``CCDData`` is honoured like ``mask``.
+            masked array or ``CCDData`` is honoured like ``mask``. A :class:`crdetect.frame.Frame` brings
+            its mask and saturation level (used unless given here) and its data section: only that is
+            searched, and pixels outside it (overscan) are never flagged (probability 0, logit -inf).
         threshold : float, optional
             Probability threshold; the detector's default when omitted.
         tile : int or None
@@ -449,6 +451,18 @@ class CRDetector:
             Keep the logits in the result (for ROC curves); without them the probability is computed in
             their place, saving 4 bytes per pixel (``crdetect detect`` does not need them).
         """
+        from .frame import Frame
+
+        if isinstance(image, Frame):
+            frame = image
+            if frame.mask is not None:
+                mask = frame.mask if mask is None else (np.asarray(mask) != 0) | frame.mask
+            saturation = frame.saturation if saturation is None else saturation
+            options = dict(threshold=threshold, tile=tile, overlap=overlap, batch_size=batch_size,
+                           statistics=statistics, saturation=saturation, return_logits=return_logits)
+            if frame.section is not None:
+                return self._predict_section(frame.data, frame.section, mask, **options)
+            return self.predict(frame.data, mask=mask, **options)
         image, input_mask = split_input_mask(image, mask)
         image = as_image(image)
         threshold = self.threshold if threshold is None else check_threshold(threshold)
@@ -490,6 +504,29 @@ class CRDetector:
             return DetectionResult(host(probability), host(flagged), host(nonfinite),
                                    host(logits) if return_logits else None, host(protected), threshold, stats,
                                    input_mask)
+
+    def _predict_section(self, image, section, mask, **options) -> DetectionResult:
+        """:meth:`predict` on ``image[section]`` only, embedded in a result of the full frame's shape.
+
+        Raw frames carry overscan columns: their edge against the data is a sharp straight step that a CR
+        model has never seen, and nothing there can be a cosmic ray. Pixels outside the section are never
+        flagged (probability 0, logit -inf).
+        """
+        image = as_image(image)
+        if mask is not None and np.shape(mask) != image.shape:
+            raise InputError(f"mask has shape {np.shape(mask)} but the image has shape {image.shape}")
+        inner = self.predict(image[section], mask=None if mask is None else np.asarray(mask)[section], **options)
+
+        def embed(values: np.ndarray | None, fill) -> np.ndarray | None:
+            if values is None:
+                return None
+            full = np.full(image.shape, fill, values.dtype)
+            full[section] = values
+            return full
+
+        return replace(inner, probability=embed(inner.probability, 0), mask=embed(inner.mask, False),
+                       nonfinite=embed(inner.nonfinite, False), logits=embed(inner.logits, -np.inf),
+                       protected=embed(inner.protected, False), masked=embed(inner.masked, False))
 
     def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None,

@@ -225,7 +225,8 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
     """
     from astropy.nddata import CCDData
 
-    from .pipeline import header_saturation, inpaint_median
+    from .frame import SATURATION_KEYWORDS, header_number
+    from .pipeline import inpaint_median
 
     if not isinstance(ccd, CCDData):
         raise InputError(f"cosmicray_crdetect takes a CCDData, got {type(ccd).__name__}; for arrays use "
@@ -235,7 +236,7 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
         raise InputError(f"the CCDData's mask has shape {own_mask.shape} but its data {ccd.data.shape}")
     sigma = _frame_sigma(ccd, own_mask) if gain is None and readnoise is None else None
     if satlevel is None:
-        satlevel = header_saturation(ccd.meta) if ccd.meta is not None else None
+        satlevel = header_number(ccd.meta, SATURATION_KEYWORDS) if ccd.meta is not None else None
     image, mask, crmask, result = _run(ccd.data, own_mask, gain, readnoise, satlevel, model, threshold, grow, device,
                                        precision, tile, sigma=sigma)
     out = ccd.copy()

@@ -95,38 +95,27 @@ def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: 
     return cleaned
 
 
-SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATN", "MAXLIN")
+def frame_noise(frame, options: DetectOptions, source: str):
+    """Sky and noise used to scale a :class:`~crdetect.frame.Frame`, or ``None`` to let the detector estimate
+    them from the pixels.
 
-
-def header_saturation(header) -> float | None:
-    """Saturation level from the usual FITS keywords, if any (``header``: a FITS header or
-    :attr:`ScienceHDU.keywords <crdetect.data.fits_io.ScienceHDU.keywords>`, which inherits them)."""
-    from .data.fits_io import header_number
-
-    return header_number(header, SATURATION_KEYWORDS)
-
-
-def frame_noise(image: np.ndarray, header, options: DetectOptions, source: str, mask: np.ndarray | None = None):
-    """Sky and noise used to scale a frame, or ``None`` to let the detector estimate them from the pixels.
-
-    With gain and read noise (options, or the header with ``noise_from_header``) the noise is the
+    With gain and read noise (options, or the frame's header with ``noise_from_header``) the noise is the
     detector's, sqrt(sky * gain + read_noise^2) / gain, with the sky given or estimated robustly. The
     pixel estimate is unit-free and usually right; the detector's noise is better where hits or
     sources cover much of the frame (on M51 with 14 % of pixels hit, the pixel estimate is 33 % high).
-    The frame must be bias-subtracted for this (the sky is taken as photons). Pixels of ``mask`` are
-    left out of the estimates.
+    The frame must be bias-subtracted for this (the sky is taken as photons). Only the data section is
+    used, and the frame's masked pixels are left out of the estimates.
     """
     from .data.fits_io import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
     from .preprocessing import FrameStatistics, frame_statistics, noise_from_detector
 
     def statistics():
-        return frame_statistics(image, ignore=mask)
+        return frame_statistics(frame.pixels, ignore=frame.section_mask)
 
     if options.noise_from_header or options.gain is not None or options.read_noise is not None:
-        keywords_from = header if options.noise_from_header else {}
-        gain = required_header_number(options.gain, keywords_from, GAIN_KEYWORDS, "gain", source)
-        read_noise = required_header_number(options.read_noise, keywords_from, READ_NOISE_KEYWORDS, "read noise",
-                                            source)
+        known = {"GAIN": frame.gain, "RDNOISE": frame.read_noise} if options.noise_from_header else {}
+        gain = required_header_number(options.gain, known, GAIN_KEYWORDS, "gain", source)
+        read_noise = required_header_number(options.read_noise, known, READ_NOISE_KEYWORDS, "read noise", source)
         sky = options.sky if options.sky is not None else statistics().sky
         return FrameStatistics(sky=sky, sigma=noise_from_detector(sky, gain, read_noise))
     if options.sky is not None:
@@ -151,29 +140,6 @@ def detector_for(options: DetectOptions):
     """The process's cached detector for ``options``."""
     return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile,
                            options.precision)
-
-
-def predict_section(detector, image: np.ndarray, section, mask: np.ndarray | None = None, **kwargs):
-    """``detector.predict`` on ``image[section]`` only, embedded in a result of the full frame's shape.
-
-    Raw frames carry overscan columns: their edge against the data is a sharp straight step that a CR
-    model has never seen, and nothing there can be a cosmic ray. Pixels outside the section are never
-    flagged (probability 0, logit -inf).
-    """
-    if section is None:
-        return detector.predict(image, mask=mask, **kwargs)
-    inner = detector.predict(image[section], mask=None if mask is None else mask[section], **kwargs)
-
-    def embed(values: np.ndarray | None, fill) -> np.ndarray | None:
-        if values is None:
-            return None
-        full = np.full(image.shape, fill, values.dtype)
-        full[section] = values
-        return full
-
-    return replace(inner, probability=embed(inner.probability, 0), mask=embed(inner.mask, False),
-                   nonfinite=embed(inner.nonfinite, False), logits=embed(inner.logits, -np.inf),
-                   protected=embed(inner.protected, False), masked=embed(inner.masked, False))
 
 
 def hdu_suffix(hdu: str | int | None) -> str:
@@ -285,19 +251,16 @@ def _read_sciences(hdul, path: Path, options: DetectOptions):
 
 def _search(science, detector, options: DetectOptions, path: Path, extver: int, base: dict) -> tuple[list, dict]:
     """Detect CRs in one science image: its output extensions and its summary row (drops its pixels)."""
-    from .data.fits_io import crdetect_extensions, data_section
+    from .data.fits_io import crdetect_extensions
+    from .frame import Frame
     from .interfaces import grown_cr_mask
 
+    frame = Frame.from_science(science, options.full_frame).with_overrides(saturation=options.saturation)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        section = None if options.full_frame else data_section(science.header, science.data.shape)
-        pixels = science.data if section is None else science.data[section]
-        statistics = frame_noise(pixels, science.keywords, options, f"{path}[{science.label}]",
-                                 None if science.mask is None else
-                                 (science.mask if section is None else science.mask[section]))
-        result = predict_section(detector, science.data, section, mask=science.mask, tile=options.tile,
-                                 statistics=statistics, return_logits=False,
-                                 saturation=options.saturation or header_saturation(science.keywords))
+        statistics = frame_noise(frame, options, f"{path}[{science.label}]")
+        result = detector.predict(frame, tile=options.tile, statistics=statistics, return_logits=False)
+    del frame
     if options.grow:
         result = replace(result, mask=grown_cr_mask(result, options.grow))
     cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None

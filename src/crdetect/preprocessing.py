@@ -37,13 +37,16 @@ class FrameStatistics:
     sigma: float
 
 
-def noise_from_detector(sky: float, gain: float, read_noise: float) -> float:
-    """Expected noise (same units as ``sky``, ADU) of a sky-dominated pixel: sqrt(sky*g + rn^2) / g.
+def noise_from_detector(sky, gain: float, read_noise: float):
+    """Expected noise (same units as ``sky``, ADU) of a pixel at level ``sky``: sqrt(sky*g + rn^2) / g.
+
+    The detector's noise model (Poisson noise of the photons, read noise), written once: a float for a
+    float, an array for an array of levels (negative levels count as 0).
 
     Parameters
     ----------
-    sky : float
-        Sky level in ADU (before subtraction).
+    sky : float or ndarray
+        Level in ADU above the bias (sky, or sky plus source).
     gain : float
         Gain in electrons per ADU.
     read_noise : float
@@ -51,7 +54,8 @@ def noise_from_detector(sky: float, gain: float, read_noise: float) -> float:
     """
     if gain <= 0 or read_noise < 0:
         raise InputError(f"gain must be > 0 and read noise >= 0, got gain={gain}, read_noise={read_noise}")
-    return float(np.sqrt(max(sky, 0.0) * gain + read_noise**2) / gain)
+    noise = np.sqrt(np.clip(sky, 0.0, None) * gain + read_noise**2) / gain
+    return float(noise) if np.ndim(noise) == 0 else noise
 
 
 def frame_statistics(image: np.ndarray, ignore: np.ndarray | None = None) -> FrameStatistics:

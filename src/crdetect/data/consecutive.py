@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..preprocessing import frame_statistics
+from ..preprocessing import frame_statistics, noise_from_detector
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def label_stack(images: list[np.ndarray], gain: float, read_noise: float, seed_s
     # Noise of a frame pixel (Poisson from sky + source, read noise), as Cosmic-CoNN's SNR uses; the
     # median's own noise (pi/2n of it) is left out: seeds at 5 sigma stay rare (measured false-label
     # rate ~1e-6 on simulated triplets) and the growth reaches the fainter ends of tracks.
-    var = (np.clip(median + sky, 0, None) * gain + read_noise**2) / gain**2
-    sigma_sky = np.sqrt((sky * gain + read_noise**2) / gain**2)
+    var = noise_from_detector(median + sky, gain, read_noise) ** 2
+    sigma_sky = noise_from_detector(sky, gain, read_noise)
     sources = ndimage.binary_dilation(median > source_snr * sigma_sky, EIGHT_CONNECTED, iterations=source_grow)
 
     frames = []

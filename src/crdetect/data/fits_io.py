@@ -39,6 +39,7 @@ from astropy.utils.exceptions import AstropyWarning
 
 from ..atomic import atomic_output
 from ..errors import InputError, OutputError
+from ..frame import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, header_number  # noqa: F401 - part of this module's API
 
 logger = logging.getLogger(__name__)
 
@@ -415,8 +416,6 @@ def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None,
         return [read_science(hdul, plan, path) for plan in select_science(hdul, hdu, use_file_masks, path)]
 
 
-GAIN_KEYWORDS = ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN")
-READ_NOISE_KEYWORDS = ("RDNOISE", "READNOIS", "RON", "READNOISE")
 
 
 def required_header_number(value: float | None, header, keywords, what: str, source: str) -> float:
@@ -426,15 +425,6 @@ def required_header_number(value: float | None, header, keywords, what: str, sou
         raise InputError(f"no {what} in the header of {source} (looked for {', '.join(keywords)}); "
                          f"pass --{what.replace(' ', '-')}")
     return float(found)
-
-
-def header_number(header, keywords) -> float | None:
-    """The first of ``keywords`` present in ``header`` with a positive number (GAIN, SATURATE, ...)."""
-    for key in keywords:
-        value = header.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return float(value)
-    return None
 
 
 #: Header keywords naming the part of a raw frame that holds pixels (the rest is overscan or prescan).

@@ -1,0 +1,106 @@
+"""A frame: the pixels and what their header says about them, derived in one place.
+
+Gain, read noise, saturation level, data section, unit and bad-pixel mask used to be read from headers in
+several modules; :class:`Frame` reads them once (from a FITS header, a :class:`~crdetect.data.fits_io.ScienceHDU`
+or an astropy ``CCDData``) and :meth:`crdetect.CRDetector.predict` takes it whole: its mask is honoured,
+its saturation level protects saturated stars, and only its data section is searched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+#: Header keywords of the saturation level, in order of preference.
+SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATN", "MAXLIN")
+GAIN_KEYWORDS = ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN")
+READ_NOISE_KEYWORDS = ("RDNOISE", "READNOIS", "RON", "READNOISE")
+
+
+def header_number(header, keywords) -> float | None:
+    """The first of ``keywords`` present in ``header`` with a positive number (GAIN, SATURATE, ...)."""
+    for key in keywords:
+        value = header.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
+@dataclass
+class Frame:
+    """A 2-D image and what is known about it.
+
+    Attributes
+    ----------
+    data : ndarray
+        The pixels (2-D; any real dtype, converted when detected).
+    gain : float or None
+        Electrons per ADU.
+    read_noise : float or None
+        Read noise in electrons.
+    saturation : float or None
+        Saturation level in the image's units: saturated stars and bleed trails are never flagged.
+    section : (slice, slice) or None
+        The data section (DATASEC/TRIMSEC): pixels outside (overscan, prescan) are never searched.
+    mask : ndarray of bool or None
+        Bad pixels (never flagged, kept out of every estimate).
+    unit : str or None
+        BUNIT or the CCDData unit (for the record: the detection is unit-free).
+    label : str
+        Where the frame came from, for messages.
+    """
+
+    data: np.ndarray
+    gain: float | None = None
+    read_noise: float | None = None
+    saturation: float | None = None
+    section: tuple[slice, slice] | None = None
+    mask: np.ndarray | None = None
+    unit: str | None = None
+    label: str = ""
+
+    @classmethod
+    def from_header(cls, data: np.ndarray, header, mask: np.ndarray | None = None, label: str = "",
+                    full_frame: bool = False) -> "Frame":
+        """A frame whose gain, read noise, saturation, data section and unit come from ``header`` (a FITS
+        header or anything with ``.get``, such as a ScienceHDU's inheriting keywords); ``full_frame`` ignores
+        the data section."""
+        from .data.fits_io import data_section
+
+        section = None if full_frame else data_section(header, np.shape(data))
+        unit = header.get("BUNIT")
+        return cls(data, header_number(header, GAIN_KEYWORDS), header_number(header, READ_NOISE_KEYWORDS),
+                   header_number(header, SATURATION_KEYWORDS), section, mask, str(unit) if unit else None, label)
+
+    @classmethod
+    def from_science(cls, science, full_frame: bool = False) -> "Frame":
+        """The frame of a :class:`~crdetect.data.fits_io.ScienceHDU` (keywords inherited from the primary
+        header where the file allows it; its own DQ/BPM plane as the mask)."""
+        return cls.from_header(science.data, science.keywords, science.mask, science.label, full_frame)
+
+    @classmethod
+    def from_ccddata(cls, ccd, full_frame: bool = False) -> "Frame":
+        """The frame of an astropy ``CCDData`` (its ``meta`` as the header, its mask, its unit)."""
+        frame = cls.from_header(np.asarray(ccd.data), ccd.meta or {}, None if ccd.mask is None else
+                                np.asarray(ccd.mask) != 0, full_frame=full_frame)
+        return replace(frame, unit=str(ccd.unit) if ccd.unit is not None else frame.unit)
+
+    def with_overrides(self, gain: float | None = None, read_noise: float | None = None,
+                       saturation: float | None = None) -> "Frame":
+        """This frame with the values a user gave in place of the header's (None keeps the header's)."""
+        return replace(self, gain=self.gain if gain is None else gain,
+                       read_noise=self.read_noise if read_noise is None else read_noise,
+                       saturation=self.saturation if saturation is None else saturation)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The data section's pixels (the whole image without a section)."""
+        return self.data if self.section is None else self.data[self.section]
+
+    @property
+    def section_mask(self) -> np.ndarray | None:
+        """The mask over the data section."""
+        if self.mask is None:
+            return None
+        return self.mask if self.section is None else self.mask[self.section]
