@@ -12,7 +12,7 @@ import torch
 from crdetect import load_detector
 from crdetect.inference import (_plateau_saturation_in_torch, _saturated_regions_in_torch, plateau_saturation,
                                 saturated_regions)
-from crdetect.preprocessing import FrameStatistics, _frame_statistics_in_torch, frame_statistics
+from crdetect.preprocessing import _frame_statistics_in_torch, frame_statistics
 from numpy_reference import normalise_reference, reference_logits
 
 

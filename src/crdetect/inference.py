@@ -155,7 +155,6 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     saturation: where the noise is under a per cent of the sky (1000 +- 10 ADU), the brightest noise
     pixels of an empty frame are themselves "within a per cent" of each other.
     """
-    from scipy import ndimage
 
     peak = float(np.max(image, where=np.isfinite(image), initial=-np.inf))
     if not peak > 0:
@@ -185,7 +184,13 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
         return None
     level = float(values[flat].max()) * (1 - tolerance)
     near_top = values >= level  # all such pixels are candidates: level >= 0.891 * peak
-    y, x = ys[near_top], xs[near_top]
+    return _plateau_level(ys[near_top], xs[near_top], level, floor, min_pixels)
+
+
+def _plateau_level(y: np.ndarray, x: np.ndarray, level: float, floor: float, min_pixels: int) -> float | None:
+    """``level`` if the pixels at (``y``, ``x``) hold a connected plateau of ``min_pixels`` above ``floor``."""
+    from scipy import ndimage
+
     box = np.zeros((y.max() - y.min() + 1, x.max() - x.min() + 1), bool)
     box[y - y.min(), x - x.min()] = True
     labels, _ = ndimage.label(box, np.ones((3, 3), bool))
@@ -226,7 +231,6 @@ def plateau_saturation_torch(image: torch.Tensor, statistics: FrameStatistics, t
     """:func:`plateau_saturation` for a 2-D tensor on any device: the frame-wide work (peak, candidates, their
     neighbours) on the device; the few thousand candidates are finished on the CPU. Same result. A tensor in
     CPU memory goes to the numpy function (no copy; torch's CPU kernels are slower for these selections)."""
-    from scipy import ndimage
 
     if image.device.type == "cpu":
         return plateau_saturation(image.numpy(), tolerance, min_pixels, statistics, min_snr)
@@ -235,7 +239,6 @@ def plateau_saturation_torch(image: torch.Tensor, statistics: FrameStatistics, t
 
 def _plateau_saturation_in_torch(image: torch.Tensor, statistics: FrameStatistics, tolerance: float,
                                  min_pixels: int, min_snr: float) -> float | None:
-    from scipy import ndimage
 
     finite = torch.isfinite(image)
     peak = float(torch.where(finite, image, -torch.inf).max())
@@ -260,12 +263,7 @@ def _plateau_saturation_in_torch(image: torch.Tensor, statistics: FrameStatistic
         return None
     level = float(values[flat].max()) * (1 - tolerance)
     near_top = values >= level
-    y, x = ys[near_top].cpu().numpy(), xs[near_top].cpu().numpy()
-    box = np.zeros((y.max() - y.min() + 1, x.max() - x.min() + 1), bool)
-    box[y - y.min(), x - x.min()] = True
-    labels, _ = ndimage.label(box, np.ones((3, 3), bool))
-    largest = np.bincount(labels[box]).max()
-    return level if largest >= min_pixels and level >= floor else None
+    return _plateau_level(ys[near_top].cpu().numpy(), xs[near_top].cpu().numpy(), level, floor, min_pixels)
 
 
 def saturated_regions_torch(image: torch.Tensor, saturation: float | None, min_pixels: int = 5) -> torch.Tensor:

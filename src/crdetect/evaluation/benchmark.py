@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..baselines import Detector, ImageContext, NetworkDetector
+from ..baselines import Detector, ImageContext
 from ..metrics import ScoreAccumulator
 from ..preprocessing import FrameStatistics, frame_statistics
 
