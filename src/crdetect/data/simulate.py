@@ -143,6 +143,17 @@ def line_kernel(length_px: float, angle: float) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
+def _wing_fraction(flux: float, fwhm_arcsec: float, beta: float, level: float = 0.5) -> float:
+    """Fraction of a Moffat PSF's flux beyond the radius where its ``flux`` electrons fall to ``level``
+    electrons per pixel: I(r) = flux (beta - 1) / (pi alpha^2) (1 + (r / alpha)^2)^-beta, and the flux
+    beyond r is flux (1 + (r / alpha)^2)^(1 - beta); alpha from the FWHM."""
+    alpha = fwhm_arcsec / PIXEL_SCALE / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    peak = flux * (beta - 1) / (np.pi * alpha**2)
+    if peak <= level:
+        return 1.0
+    return float((peak / level) ** ((1 - beta) / beta))
+
+
 def _psf(galsim, rng: np.random.Generator, config: SimulationConfig, fwhm: float):
     """The frame's PSF: a Moffat, defocused into a donut in ``donut_fraction`` of frames, sheared by a
     |g| drawn from ``psf_ellipticity`` (guiding errors, wind shake)."""
@@ -177,7 +188,15 @@ def _render_sources(image: np.ndarray, rng: np.random.Generator, config: Simulat
 
     def draw(profile, flux, kernel=tracking):
         y, x = rng.uniform(0, height), rng.uniform(0, width)
-        stamp = profile.withFlux(flux).drawImage(scale=PIXEL_SCALE, offset=(x % 1 - 0.5, y % 1 - 0.5))
+        profile = profile.withFlux(flux)
+        # galsim sizes a stamp (and its FFTs) by the fraction of flux it may miss, whatever the flux: a mag-13
+        # star's 30 px stamp ended 100 e- above the sky, a hard-edged square. Bright sources get the fraction
+        # of a Moffat's flux beyond the radius where its wings fall below 0.5 e- per pixel (a larger stamp
+        # alone would not do: the FFT's period would still be 30 px, and the star would fold into it)
+        fraction = _wing_fraction(flux, fwhm, config.moffat_beta)
+        if fraction < gsparams.folding_threshold:
+            profile = profile.withGSParams(folding_threshold=fraction, maxk_threshold=min(1e-3, fraction))
+        stamp = profile.drawImage(scale=PIXEL_SCALE, offset=(x % 1 - 0.5, y % 1 - 0.5))
         arr = stamp.array
         if kernel is not None:  # the kernel is odd-sized and centred: the stamp's centre stays in place
             arr = np.clip(fftconvolve(arr, kernel, mode="full"), 0, None)
