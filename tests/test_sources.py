@@ -75,3 +75,17 @@ def test_evaluate_command_writes_the_sources_table(tiny_checkpoint, tmp_path, ca
     assert [r["kind"] for r in rows] == list(SOURCE_KINDS) and {r["detector"] for r in rows} == {"tiny"}
     assert "False detections on sources" in (tmp_path / "report.html").read_text()
     assert "| tiny | trailed_sharp |" in capsys.readouterr().out
+
+
+def test_default_model_leaves_smooth_trailed_stars_alone():
+    """Issue #13: under non-sidereal tracking every star is a 20-60 px trail; the shipped default model must
+    not take them for tracks (measured on 6 frames of 1024 x 1024: results/sources/sources.md)."""
+    from crdetect import load_detector
+    from crdetect.baselines import NetworkDetector
+    from crdetect.evaluation.sources import score_sources, source_frames
+
+    frames = source_frames("trailed", 1, (512, 512), seed=1)
+    scores = score_sources(NetworkDetector(load_detector("default", device="cpu"), name="default"), frames)
+    assert scores.sources > 20
+    assert scores.source_px_per_mpix < 200 and scores.sources_touched < 0.1
+    assert scores.cr_found > 0.5  # and it still finds the hits among the trails

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import __version__
 from .._optional import require
-from ..preprocessing import frame_statistics
+from ..preprocessing import frame_statistics, noise_from_detector
 from .augment import WEIGHT_SCALE
 from .consecutive import median_weight_numpy
 from .inject import CRLibrary, add_stamp, inject_crs, load_cr_library
@@ -311,7 +311,7 @@ def expose(scene: Scene, rng: np.random.Generator, config: SimulationConfig, lib
     image_e[hy, hx] += defect_rng.uniform(5e2, 5e4, n_hot).astype(np.float32)
     ignore[hy, hx] = True
 
-    noise_e = np.sqrt(scene.sky_e + scene.signal_e + det.read_noise**2)
+    noise_e = noise_from_detector(scene.sky_e + scene.signal_e, 1.0, det.read_noise)  # electrons: gain 1
     cr_mask = (charge >= config.label_nsigma * noise_e) & ~saturated & ~ignore
     image = np.clip(image_e / det.gain, None, det.adc_max).astype(np.float32)
     return Frame(image, cr_mask, ignore, scene.band, scene.exposure_s, scene.seeing_arcsec, scene.sky_e / det.gain,

@@ -58,6 +58,7 @@ def source_frames(kind: str, frames: int = 2, shape: tuple[int, int] = (1024, 10
     """
     from ..data.inject import load_cr_library
     from ..data.simulate import BANDS, SimulationConfig, expose, render_scene
+    from ..preprocessing import noise_from_detector
 
     if kind not in SOURCE_KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(SOURCE_KINDS)}")
@@ -73,7 +74,7 @@ def source_frames(kind: str, frames: int = 2, shape: tuple[int, int] = (1024, 10
         scene = render_scene(rng, config, band)
         frame = expose(scene, rng, config, pool)
         det = config.detector
-        noise_e = np.sqrt(scene.sky_e + scene.signal_e + det.read_noise**2)
+        noise_e = noise_from_detector(scene.sky_e + scene.signal_e, 1.0, det.read_noise)  # electrons: gain 1
         footprint = (scene.signal_e >= config.label_nsigma * noise_e) & ~frame.ignore
         context = ImageContext(frame_statistics(frame.image), det.gain, det.read_noise, det.full_well / det.gain)
         result.append(SourceFrame(kind, frame.image, frame.cr_mask, frame.ignore, footprint, context))
