@@ -3,8 +3,8 @@
 # GPU time is scarce (15 min a session, 10 min a command): everything here was run first at ci scale on CPU:
 #   SCALE=ci DEVICE=cpu OUT=/tmp/gpu_try bash results/gpu/run.sh
 # On the GPU machine (the device tool sets OUT; carry .whl built by `bash ../shared/gpu/wheels.sh .whl`):
-#   STEPS="bench_train bench_detect" bash results/gpu/run.sh       # the benchmarks, about 5 min
-#   STEPS="simulate study" BUDGET=6 bash results/gpu/run.sh         # the study inside a training budget
+#   STEPS="simulate bench_train bench_detect" bash results/gpu/run.sh   # the benchmarks, about 5 min
+#   STEPS="simulate study" BUDGET=6 bash results/gpu/run.sh             # the study inside a training budget
 # Outputs under $OUT: bench_train_gpu.txt, bench_detect_gpu.txt, study/ (results.md/csv, evaluation/, the
 # runs' metrics and best checkpoints), log.txt.
 set -euo pipefail
@@ -12,7 +12,7 @@ SCALE=${SCALE:-small}         # simulate preset: ci (CPU try-out), small (2765 p
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:?set OUT}
 BUDGET=${BUDGET:-6}           # minutes of training for all study rows together
-STEPS=${STEPS:-"bench_train bench_detect simulate study"}
+STEPS=${STEPS:-"simulate bench_train bench_detect study"}
 DATA=${DATA:-/tmp/crdetect_data_$SCALE}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -28,7 +28,8 @@ for step in $STEPS; do
   started=$(date +%s)
   case $step in
     bench_train)
-      python3 benchmarks/bench_train.py --device "$DEVICE" ${quick[@]+"${quick[@]}"} --batch-size $batch --crop $crop \
+      python3 benchmarks/bench_train.py --device "$DEVICE" --data "$DATA" ${quick[@]+"${quick[@]}"} \
+        --batch-size $batch --crop $crop \
         --switches --together --together-patches 1024 --out "$OUT/bench_train_gpu.txt" ;;
     bench_detect)
       python3 benchmarks/bench_detect.py --device "$DEVICE" --precision float32 bfloat16 float16 \
