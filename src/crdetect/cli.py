@@ -233,7 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .training.study import load_study, run_study
+    from .training.study import load_study, run_study, select_rows
 
     overrides = {"epochs": args.epochs, "device": args.device, "crop": args.crop, "batch_size": args.batch_size,
                  "max_train_patches": args.max_train_patches, "max_val_patches": args.max_val_patches,
@@ -242,8 +242,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         study = load_study(args.config, args.data, **overrides)
         models = [m for m in args.models.split(",") if m] if args.models else None
         baselines = [b for b in args.baselines.split(",") if b] if args.baselines is not None else None
-        from .training.study import select_rows
-
         select_rows(study, models)  # unknown row names fail now, not after the data is loaded
     except (ValueError, TypeError) as err:
         raise CRDetectError(str(err)) from None

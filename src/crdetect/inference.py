@@ -162,7 +162,7 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     if statistics is None:
         statistics = frame_statistics(image)
     floor = statistics.sky + min_snr * statistics.sigma  # a plateau must lie above this
-    if not peak > 0 or peak * (1 - tolerance) < floor:
+    if peak * (1 - tolerance) < floor:
         return None
     # Candidates: the top 15 % of the range and above the floor, usually a few thousand pixels, so that
     # everything below is done on coordinates, not on whole frames (on an empty sky frame the top 15 %

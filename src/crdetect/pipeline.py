@@ -14,7 +14,7 @@ import os
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -467,6 +467,23 @@ def run_local(paths: list[Path], outputs: list[Path], options: DetectOptions, re
 _END = object()
 
 
+@dataclass
+class _OpenOutput:
+    """The output file the writer stage is filling: its atomic creation (``stack``), the function appending
+    extensions to it, and what its summary rows need."""
+
+    stack: contextlib.ExitStack
+    append: object
+    base: dict
+    started: float
+    path: Path
+    rows: list = field(default_factory=list)
+
+    def discard(self, err: BaseException) -> None:
+        """Leave the output unpublished (its temporary file is removed)."""
+        self.stack.__exit__(type(err), err, None)
+
+
 def _put(queue, item, stop) -> bool:
     """Put ``item`` unless the run is stopping (a bounded queue blocks until the next stage takes one)."""
     import queue as queues
@@ -542,7 +559,7 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
 
     def write() -> None:
         bar = tqdm(total=len(paths), desc="crdetect", unit="file", disable=not progress or len(paths) < 2)
-        current = None  # [stack, append, rows, base, started, path]
+        current: _OpenOutput | None = None  # the output being filled
         recorded: set[int] = set()
 
         def settle(i: int, rows: list[dict]) -> None:
@@ -557,39 +574,37 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
                 try:
                     if kind == "start":
                         _, _, path, out, source, base, started = item
-                        stack = contextlib.ExitStack()
-                        current = [stack, None, [], base, started, path]
-                        current[1] = stack.enter_context(detection_output(path, source, out,
-                                                                          copy_input=not options.mask_only,
-                                                                          overwrite=options.overwrite))
+                        current = _OpenOutput(contextlib.ExitStack(), None, base, started, Path(path))
+                        current.append = current.stack.enter_context(
+                            detection_output(path, source, out, copy_input=not options.mask_only,
+                                             overwrite=options.overwrite))
                     elif kind == "image":
                         if current is not None:
-                            current[1](item[2])
-                            current[2].append(item[3])
+                            current.append(item[2])
+                            current.rows.append(item[3])
                     elif kind == "end":
                         if current is not None:
-                            stack, _, rows, _, started, _ = current
-                            current = None
-                            stack.close()  # the file appears
-                            for row in rows:
-                                row["seconds"] = round(time.perf_counter() - started, 3)
-                            settle(i, rows)
+                            finished, current = current, None
+                            finished.stack.close()  # the file appears
+                            for row in finished.rows:
+                                row["seconds"] = round(time.perf_counter() - finished.started, 3)
+                            settle(i, finished.rows)
                     else:  # "rows" (kept output) or "failed"
                         if current is not None:  # a failed file's output is discarded
-                            current[0].__exit__(CRDetectError, CRDetectError("failed"), None)
+                            current.discard(CRDetectError("failed"))
                             current = None
                         settle(i, item[2])
                 except Exception as err:
                     if current is not None:
-                        current[0].__exit__(type(err), err, None)
-                        settle(i, _error_rows(err, current[3], Path(current[5])))
+                        current.discard(err)
+                        settle(i, _error_rows(err, current.base, current.path))
                         current = None
                     # the rest of this file's items find no current output and are dropped
         except BaseException as err:  # noqa: BLE001 - reported to the main thread
             failures.append(err)
         finally:
             if current is not None:
-                current[0].__exit__(CRDetectError, CRDetectError("stopped"), None)
+                current.discard(CRDetectError("stopped"))
             bar.close()
 
     reader = threading.Thread(target=read, name="crdetect-reader", daemon=True)

@@ -199,9 +199,7 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
     """
     import torch
 
-    if window < _BACKGROUND_BLOCK:
-        raise ValueError(f"local background window must be >= {_BACKGROUND_BLOCK} px, got {window}")
-    image = np.asarray(image, np.float32)
+    image = np.asarray(image, np.float32)  # the window is checked by local_background_torch
     if not np.isfinite(image).all():
         image = np.where(np.isfinite(image), image, np.float32(fill))
     return local_background_torch(torch.from_numpy(np.ascontiguousarray(image))[None, None], window)[0, 0].numpy()

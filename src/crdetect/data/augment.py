@@ -104,15 +104,9 @@ class PatchSplit:
         resident = device.type != "cuda" or split.nbytes < device_fraction * torch.cuda.mem_get_info(device)[0]
         for name in ("image", "mask", "ignore", "weight", "sky", "sigma", "gain"):
             tensor = getattr(split, name)
-            if tensor is None:
-                continue
-            if resident:
-                tensor = tensor.to(device)
-            elif name in ("sky", "sigma", "gain"):
-                tensor = tensor.to(device)
-            else:
-                tensor = tensor.pin_memory()
-            setattr(split, name, tensor)
+            if tensor is not None:  # the small per-patch values always go to the device
+                resident_here = resident or name in ("sky", "sigma", "gain")
+                setattr(split, name, tensor.to(device) if resident_here else tensor.pin_memory())
         logger.info("%s: %d patches, %.2f GB, %s", path, len(split), split.nbytes / 1e9,
                     f"resident on {device}" if resident else "in pinned host memory, streamed per batch")
         return split

@@ -64,6 +64,15 @@ class RunInfo:
         return max((float(r["val_dice"]) for r in self.metrics), default=float("nan"))
 
 
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run directory's ``metrics.csv`` (one per epoch; none when it has no such file)."""
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_run(run_dir: str | Path) -> RunInfo:
     """Read ``best.pt`` (or ``last.pt``) and ``metrics.csv`` of a run directory, or a bare checkpoint."""
     from ..checkpoint import load_checkpoint
@@ -72,11 +81,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
     path = Path(run_dir)
     checkpoint = path if path.is_file() else (path / "best.pt" if (path / "best.pt").exists() else path / "last.pt")
     model, info = load_checkpoint(checkpoint)
-    metrics_file = (path if path.is_dir() else path.parent) / "metrics.csv"
-    metrics = []
-    if metrics_file.exists():
-        with open(metrics_file, newline="") as f:
-            metrics = list(csv.DictReader(f))
+    metrics = read_metrics(path if path.is_dir() else path.parent)
     name = path.name if path.is_dir() else path.stem
     transformer = {k: getattr(model, k) for k in ("num_heads", "num_layers", "mlp_dim") if hasattr(model, k)}
     return RunInfo(name, checkpoint, info.model_name, info.model_kwargs, count_parameters(model), metrics, transformer)

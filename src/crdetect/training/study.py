@@ -126,11 +126,11 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
 
 def _training_totals(run_dir: Path) -> tuple[int | None, int | None, float | None]:
     """Epochs, patches seen and training minutes of a run from its metrics.csv."""
-    path = run_dir / "metrics.csv"
-    if not path.exists():
+    from ..evaluation.benchmark import read_metrics
+
+    if not (run_dir / "metrics.csv").exists():
         return None, None, None
-    with open(path, newline="") as f:
-        metrics = list(csv.DictReader(f))
+    metrics = read_metrics(run_dir)
     if not metrics:
         return 0, 0, 0.0
     patches = metrics[-1].get("patches_seen")
