@@ -23,13 +23,14 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("name")
     parser.add_argument("--card-notes", type=Path, required=True)
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the file)")
     args = parser.parse_args()
     model, info = load_checkpoint(args.run / "best.pt")
     with open(args.run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     WEIGHTS.mkdir(exist_ok=True)
     save_checkpoint(WEIGHTS / f"{args.name}.pt", model, info.preprocessing, info.threshold, info.training_config,
-                    info.metrics, extra={"shipped_name": args.name, "epochs_trained": len(rows)})
+                    info.metrics, extra={"shipped_name": args.name, "epochs_trained": len(rows)}, half=args.half)
     cfg = info.training_config
     window = info.preprocessing.local_background
     background = f"local background (approximate {window} px sliding median)" if window else "sky level"

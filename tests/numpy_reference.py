@@ -301,7 +301,7 @@ def reference_logits(detector, normalised: np.ndarray, tile: int | None, margin:
     multiple = detector.pad_multiple
 
     def run(batch: np.ndarray) -> np.ndarray:
-        return detector._run(torch.from_numpy(batch)).cpu().numpy()
+        return detector._run(torch.from_numpy(batch).to(detector.device)).cpu().numpy()
 
     padded = pad_to_multiple(torch.from_numpy(normalised)[None, None], multiple)[0][0, 0].numpy()
     pad_h, pad_w = padded.shape

@@ -3,6 +3,8 @@ to float tolerance, statistically the same augmentations, reproducible for a see
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,8 @@ from numpy_reference import PatchDataset, local_background_reference, normalise_
 
 SKY, GAIN = 400.0, 2.0
 SIGMA = float(np.sqrt(SKY / GAIN + 25.0))
-CPU = torch.device("cpu")
+# CRDETECT_TEST_DEVICE=cuda runs the batch path on a GPU (on a machine that has one; CI: the CPU)
+CPU = torch.device(os.environ.get("CRDETECT_TEST_DEVICE", "cpu"))
 #: The network's input is the raw image: augmentations can be compared in ADU.
 RAW = Preprocessing(subtract_sky=False, scale="fixed", fixed_scale=1.0, asinh_softening=None)
 
@@ -40,9 +43,9 @@ def _torch_path(path, settings: AugmentSettings, train: bool, seed: int = 0, pre
     images, masks, weights = [], [], []
     for number, indices in enumerate(split.batches(16, shuffle=False)):
         out = augmenter(split.batch(indices, CPU), batch_generator(CPU, seed, 0, number), train)
-        images.append(out["x"][:, 0].numpy())
-        masks.append(out["mask"][:, 0].numpy())
-        weights.append(out["weight"][:, 0].numpy())
+        images.append(out["x"][:, 0].cpu().numpy())
+        masks.append(out["mask"][:, 0].cpu().numpy())
+        weights.append(out["weight"][:, 0].cpu().numpy())
     return np.concatenate(images), np.concatenate(masks), np.concatenate(weights)
 
 
@@ -58,7 +61,7 @@ def test_local_background_in_torch_equals_the_numpy_reference(shape, window):
     image = np.random.default_rng(1).normal(100, 5, shape).astype(np.float32)
     image[1:4, 1:3] += 500  # a bright source
     reference = local_background_reference(image, window)
-    ours = local_background_torch(torch.from_numpy(image)[None, None], window)[0, 0].numpy()
+    ours = local_background_torch(torch.from_numpy(image)[None, None].to(CPU), window)[0, 0].cpu().numpy()
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4)
 
 
@@ -70,8 +73,9 @@ def test_batch_normalisation_equals_the_numpy_reference():
     for preprocessing in (Preprocessing(), Preprocessing(local_background=21),
                           Preprocessing(scale="fixed", fixed_scale=7.0, asinh_softening=None)):
         reference = np.stack([normalise_reference(preprocessing, image, s) for image, s in zip(images, stats)])
-        ours = preprocessing.normalise_batch(torch.from_numpy(images)[:, None], torch.tensor([s.sky for s in stats]),
-                                             torch.tensor([s.sigma for s in stats]))[:, 0].numpy()
+        ours = preprocessing.normalise_batch(torch.from_numpy(images)[:, None].to(CPU),
+                                             torch.tensor([s.sky for s in stats], device=CPU),
+                                             torch.tensor([s.sigma for s in stats], device=CPU))[:, 0].cpu().numpy()
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
 
 

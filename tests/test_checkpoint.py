@@ -28,6 +28,25 @@ def test_round_trip_keeps_weights_preprocessing_and_metadata(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
 
 
+def test_half_checkpoints_are_smaller_and_load_into_float32(tmp_path):
+    torch.manual_seed(2)
+    model = create_model("deepcr_unet", base_channels=8)
+    with torch.no_grad():
+        model(torch.randn(2, 1, 32, 32))  # training mode: running statistics move away from 0 and 1
+    model.eval()
+    full = save_checkpoint(tmp_path / "full.pt", model, Preprocessing())
+    half = save_checkpoint(tmp_path / "half.pt", model, Preprocessing(), half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    stored = torch.load(half, weights_only=True)["state_dict"]
+    assert {v.dtype for k, v in stored.items() if k.endswith("weight")} == {torch.float16}
+    assert all(v.dtype == torch.float32 for k, v in stored.items() if k.endswith(("running_mean", "running_var")))
+    loaded, _ = load_checkpoint(half)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    for name, value in loaded.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, model.state_dict()[name], rtol=1e-3, atol=1e-7)
+
+
 def test_wrapped_models_are_saved_unwrapped(tmp_path):
     model = create_model("deepcr_unet", base_channels=8)
     path = save_checkpoint(tmp_path / "m.pt", torch.nn.DataParallel(model), Preprocessing())

@@ -66,12 +66,24 @@ def _clean_state_dict(state_dict: dict) -> dict:
     return cleaned
 
 
+def _stored(name: str, tensor: torch.Tensor, half: bool) -> torch.Tensor:
+    """``tensor`` as a checkpoint stores it: float16 when ``half`` allows it (see :func:`save_checkpoint`)."""
+    # running variances divide the activations: their relative precision matters more than a weight's
+    statistics = name.endswith(("running_mean", "running_var"))
+    if half and tensor.dtype == torch.float32 and not statistics and tensor.abs().max() < 6e4:
+        return tensor.half()
+    return tensor
+
+
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, preprocessing: Preprocessing,
                     threshold: float = 0.5, training_config: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, half: bool = False) -> Path:
     """Write a self-describing checkpoint atomically (temporary file, then rename).
 
-    ``model`` must come from :func:`crdetect.create_model` (possibly wrapped by DDP or compile).
+    ``model`` must come from :func:`crdetect.create_model` (possibly wrapped by DDP or compile). With
+    ``half`` the floating-point weights are stored as float16 (half the file; :func:`load_checkpoint`
+    copies them back into the float32 model), except normalisation statistics and values beyond
+    float16's range, which keep float32.
     """
     model = unwrap_model(model)
     if not hasattr(model, "model_name"):
@@ -81,7 +93,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, preprocessing: Pr
         "format_version": CHECKPOINT_VERSION,
         "model_name": model.model_name,
         "model_kwargs": dict(model.model_kwargs),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: _stored(k, v.detach().cpu(), half) for k, v in model.state_dict().items()},
         "preprocessing": preprocessing.to_dict(),
         "threshold": float(threshold),
         "training_config": training_config or {},
