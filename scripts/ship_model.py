@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 from crdetect import count_parameters, load_checkpoint, save_checkpoint
@@ -24,13 +25,21 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--card-notes", type=Path, required=True)
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the file)")
+    parser.add_argument("--trained-on", default=None, help="what the model was trained on, for `crdetect models`")
+    parser.add_argument("--test", default=None, help='JSON of its test numbers, e.g. \'{"dice": 0.95}\', '
+                                                     "for `crdetect models`")
     args = parser.parse_args()
     model, info = load_checkpoint(args.run / "best.pt")
     with open(args.run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     WEIGHTS.mkdir(exist_ok=True)
+    extra = {"shipped_name": args.name, "epochs_trained": len(rows)}
+    if args.trained_on:
+        extra["trained_on"] = args.trained_on
+    if args.test:
+        extra["test"] = json.loads(args.test)
     save_checkpoint(WEIGHTS / f"{args.name}.pt", model, info.preprocessing, info.threshold, info.training_config,
-                    info.metrics, extra={"shipped_name": args.name, "epochs_trained": len(rows)}, half=args.half)
+                    info.metrics, extra=extra, half=args.half)
     cfg = info.training_config
     window = info.preprocessing.local_background
     background = f"local background (approximate {window} px sliding median)" if window else "sky level"

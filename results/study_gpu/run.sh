@@ -79,7 +79,7 @@ for model in default fast; do
     --time-budget "$budget" ${cap[@]+"${cap[@]}"} --out "$WORK/shipped/$model" -q &
   shipped_jobs+=($!)
 done
-study_extra=(--crop 128 --batch-size $batch --max-val-patches 160)
+study_extra=(--epochs 200 --crop 128 --batch-size $batch --max-val-patches 160)
 [ "$DEVICE" = cpu ] && study_extra=(--epochs 1 --crop 64 --batch-size 4 --max-test-patches 4 --baselines lacosmic)
 OMP_NUM_THREADS=4 timeout $(( DEADLINE - $(elapsed) - 20 )) python3 -m crdetect study --data "$WORK/study_data" \
   --out "$WORK/study" --device "$DEVICE" --time-budget "$budget" --together "${study_extra[@]}" -q

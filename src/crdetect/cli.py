@@ -156,8 +156,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("\nshipped trained models (use with --model NAME; 'default' is used when --model is not given):")
         for path in shipped:
             model, info = load_checkpoint(path)
-            print(f"  {path.stem:<10} {info.model_name} {info.model_kwargs}  {count_parameters(model):,} params, "
-                  f"threshold {info.threshold:.3f}; model card: {path.with_suffix('.md')}")
+            trained_on = info.extra.get("trained_on") or info.training_config.get("data") or "?"
+            test = info.extra.get("test") or {}
+            scores = "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) if test else ""
+            print(f"  {path.stem:<12} {info.model_name} {info.model_kwargs}  {count_parameters(model):,} params, "
+                  f"threshold {info.threshold:.3f}; trained on {trained_on}{scores}; model card: "
+                  f"{path.with_suffix('.md')}")
     else:
         print("\nNo trained model is shipped: `crdetect detect` needs --model CHECKPOINT.pt.")
     return 0
