@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from crdetect import load_detector
-from crdetect.inference import (_plateau_saturation_in_torch, _saturated_regions_in_torch, plateau_saturation,
-                                saturated_regions)
+from crdetect.inference import (_plateau_saturation_in_torch, _saturated_regions_in_torch, component_sizes,
+                                plateau_saturation, saturated_regions)
 from crdetect.preprocessing import _frame_statistics_in_torch, frame_statistics
 from numpy_reference import normalise_reference, reference_logits
 
@@ -77,6 +77,17 @@ def test_saturation_in_torch_equals_numpy():
         ours = _saturated_regions_in_torch(_on_device(image), saturation, 5).cpu().numpy()
         np.testing.assert_array_equal(ours, reference)
     assert not saturated_regions(image, 59000.0)[200, 200]  # the lone saturated pixel stays flaggable
+
+
+def test_component_sizes_of_a_pixel_list_equal_image_labelling():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        image = rng.random((rng.integers(1, 50), rng.integers(1, 50))) < rng.random() * 0.6
+        labels, _ = ndimage.label(image, np.ones((3, 3), bool))
+        ys, xs = np.nonzero(image)
+        np.testing.assert_array_equal(component_sizes(ys, xs), np.bincount(labels.ravel())[labels[ys, xs]])
 
 
 @pytest.mark.parametrize("tile", [None, 128])

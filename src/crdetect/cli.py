@@ -254,7 +254,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             raise CRDetectError(f"{Path(args.data) / name} is missing; build the data with "
                                 f"`crdetect simulate --preset paper --out {args.data}`")
     run_study(study, args.out, models, args.time_budget, args.together, baselines, args.real, args.max_test_patches,
-              progress=not args.quiet)
+              progress=not args.quiet, train=not args.no_train)
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/results.csv, results.md, runs/, evaluation/report.html")
     return 0
@@ -481,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--epochs", type=_positive_int, default=None, help="override every row's epochs")
     study.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                        help="training minutes for all rows together, shared equally")
+    study.add_argument("--no-train", action="store_true",
+                       help="only score the runs already in OUT/runs (e.g. trained on a GPU machine, scored here)")
     study.add_argument("--together", action="store_true",
                        help="train rows on the same batches at once (each batch is made once)")
     study.add_argument("--device", default=None)

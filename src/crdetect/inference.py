@@ -187,14 +187,39 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     return _plateau_level(ys[near_top], xs[near_top], level, floor, min_pixels)
 
 
+def component_sizes(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Size of the 8-connected component that each pixel (``ys[i]``, ``xs[i]``) forms with the others listed.
+
+    Works on the list of pixels alone (a graph of their neighbour pairs), so its cost grows with their number,
+    not with the area they are spread over: a few saturated stars scattered over a DECam CCD span most of
+    it, and labelling that bounding box as an image took 0.1-0.3 s.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    count = len(ys)
+    if count == 0:
+        return np.zeros(0, np.int64)
+    width = int(xs.max()) + 3  # a column of margin on each side: x - 1 and x + 1 never wrap to another row
+    keys = (np.asarray(ys, np.int64) + 1) * width + np.asarray(xs, np.int64) + 1
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    rows, columns = [], []
+    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):  # half the neighbourhood: each pair once, undirected
+        target = keys + dy * width + dx
+        position = np.minimum(np.searchsorted(sorted_keys, target), count - 1)
+        found = sorted_keys[position] == target
+        rows.append(np.flatnonzero(found))
+        columns.append(order[position[found]])
+    rows, columns = np.concatenate(rows), np.concatenate(columns)
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, columns)), shape=(count, count))
+    _, labels = connected_components(graph, directed=False)
+    return np.bincount(labels)[labels]
+
+
 def _plateau_level(y: np.ndarray, x: np.ndarray, level: float, floor: float, min_pixels: int) -> float | None:
     """``level`` if the pixels at (``y``, ``x``) hold a connected plateau of ``min_pixels`` above ``floor``."""
-    from scipy import ndimage
-
-    box = np.zeros((y.max() - y.min() + 1, x.max() - x.min() + 1), bool)
-    box[y - y.min(), x - x.min()] = True
-    labels, _ = ndimage.label(box, np.ones((3, 3), bool))
-    largest = np.bincount(labels[box]).max()
+    largest = component_sizes(y, x).max()
     return level if largest >= min_pixels and level >= floor else None
 
 
@@ -279,21 +304,14 @@ def _saturated_regions_in_torch(image: torch.Tensor, saturation: float | None, m
     protected = torch.zeros(image.shape, dtype=torch.bool, device=image.device)
     if saturation is None:
         return protected
-    from scipy import ndimage
-
     above = image >= torch.tensor(saturation, dtype=image.dtype)
     ys, xs = above.nonzero(as_tuple=True)
     if not len(ys):
         return protected
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    box = above[y0:y1, x0:x1].cpu().numpy()
-    labels, _ = ndimage.label(box, np.ones((3, 3), bool))
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    kept = (sizes >= min_pixels)[labels]
-    if not kept.any():
+    kept = torch.from_numpy(component_sizes(ys.cpu().numpy(), xs.cpu().numpy()) >= min_pixels).to(image.device)
+    if not bool(kept.any()):
         return protected
-    protected[y0:y1, x0:x1] = torch.from_numpy(kept).to(image.device)
+    protected[ys[kept], xs[kept]] = True
     grown = torch.nn.functional.max_pool2d(protected[None, None].to(torch.float16 if image.is_cuda else torch.float32),
                                            3, stride=1, padding=1)
     return grown[0, 0] > 0

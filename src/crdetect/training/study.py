@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from .._optional import require
+from ..errors import InputError
 from .config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -87,12 +88,13 @@ def select_rows(study: Study, names: list[str] | None) -> list[StudyRow]:
 
 def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None, time_budget_min: float | None = None,
               together: bool = False, baselines: list[str] | None = None, real_root: str | Path | None = None,
-              max_test_patches: int | None = None, progress: bool = True) -> list[dict]:
+              max_test_patches: int | None = None, progress: bool = True, train: bool = True) -> list[dict]:
     """Train the selected rows, evaluate them with the baselines and write the study's table.
 
     ``time_budget_min`` is shared equally by the rows (each stops after the epoch that exceeds its share).
     With ``together`` rows that agree on data and augmentation are trained on the same batches
-    (:func:`crdetect.training.loop.train_together`). Returns the table's rows.
+    (:func:`crdetect.training.loop.train_together`). With ``train=False`` the runs already in
+    ``OUT/runs`` (trained on another machine, say) are only scored. Returns the table's rows.
     """
     from ..evaluation.evaluate import evaluate
     from .loop import TrainingData, _preprocessing_of, data_key, train_together
@@ -103,7 +105,11 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
     if time_budget_min is not None:
         rows = [replace(row, config=replace(row.config, time_budget_min=time_budget_min / len(rows))) for row in rows]
     groups: dict[tuple, list[StudyRow]] = {}
-    for row in rows:
+    missing = [row.name for row in rows if not (out / "runs" / row.name / "best.pt").is_file()]
+    if not train and missing:
+        raise InputError(f"no trained run in {out / 'runs'} for {', '.join(missing)}: train them first "
+                         "(crdetect study without --no-train)")
+    for row in rows if train else []:
         groups.setdefault(data_key(row.config), []).append(row)
     for key, members in groups.items():
         first = members[0].config
