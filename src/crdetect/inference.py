@@ -187,6 +187,26 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     return _plateau_level(ys[near_top], xs[near_top], level, floor, min_pixels)
 
 
+def to_host(tensors: list[torch.Tensor | None]) -> list[np.ndarray | None]:
+    """numpy arrays of ``tensors`` (None stays None). From a GPU they are copied into page-locked host memory,
+    all at once, then waited for: copies into ordinary memory took 58-69 ms for the five maps of a DECam CCD
+    on an H200 (4x the network). Page-locked blocks come from torch's caching host allocator, so frames of one
+    size reuse them; each array keeps its block until it is freed."""
+    cuda = [t for t in tensors if t is not None and t.is_cuda]
+    if not cuda:
+        return [None if t is None else t.numpy() for t in tensors]
+    hosts = []
+    for tensor in tensors:
+        if tensor is None:
+            hosts.append(None)
+            continue
+        host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+        host.copy_(tensor, non_blocking=True)
+        hosts.append(host)
+    torch.cuda.current_stream(cuda[0].device).synchronize()
+    return [None if host is None else host.numpy() for host in hosts]
+
+
 def component_sizes(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Size of the 8-connected component that each pixel (``ys[i]``, ``xs[i]``) forms with the others listed.
 
@@ -516,10 +536,9 @@ class CRDetector:
             # without the logits the probability takes their memory (4 bytes per pixel less)
             probability = torch.sigmoid(logits) if return_logits else logits.sigmoid_()
             flagged = (probability >= threshold) & ~never
-            host = lambda t: t.cpu().numpy()  # noqa: E731
-            return DetectionResult(host(probability), host(flagged), host(nonfinite),
-                                   host(logits) if return_logits else None, host(protected), threshold, stats,
-                                   input_mask)
+            probability, flagged, nonfinite, logits, protected = to_host(
+                [probability, flagged, nonfinite, logits if return_logits else None, protected])
+            return DetectionResult(probability, flagged, nonfinite, logits, protected, threshold, stats, input_mask)
 
     def _predict_section(self, image, section, mask, **options) -> DetectionResult:
         """:meth:`predict` on ``image[section]`` only, embedded in a result of the full frame's shape.

@@ -110,6 +110,12 @@ def frame_statistics(image: np.ndarray, ignore: np.ndarray | None = None) -> Fra
 def _median(values: "torch.Tensor") -> "torch.Tensor":
     """numpy's median of a 1-D tensor (the mean of the two middle values for an even count)."""
     n = values.numel()
+    if values.is_cuda:
+        # CUDA's kthvalue selects within one thread block per slice: on an H200 the frame statistics (a dozen
+        # medians of a million values) took 148 ms with it, ten times the network; a sort uses the whole GPU
+        ordered = values.sort().values
+        upper = ordered[n // 2]
+        return upper if n % 2 else (ordered[n // 2 - 1] + upper) / 2
     upper = values.kthvalue(n // 2 + 1).values  # selection, not a full sort: 5x faster on CPUs
     return upper if n % 2 else (values.kthvalue(n // 2).values + upper) / 2
 
