@@ -32,3 +32,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, Preprocessing(), threshold=0.5, metrics={"note": "untrained"})
     return path
+
+
+@pytest.fixture
+def untrained_registry(monkeypatch, tmp_path):
+    """Only `default` and `fast` shipped: the study's registry names have no weights (as before they were
+    shipped), for the tests of untrained networks."""
+    import crdetect.inference
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for name in ("default", "fast"):
+        (weights / f"{name}.pt").symlink_to(crdetect.inference.WEIGHTS_DIR / f"{name}.pt")
+    monkeypatch.setattr(crdetect.inference, "WEIGHTS_DIR", weights)
+    return weights

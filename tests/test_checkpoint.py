@@ -104,10 +104,33 @@ def test_unknown_model_name_in_load_detector():
         load_detector("deepcr-unet")
 
 
-def test_untrained_registry_model_warns(caplog):
+def test_untrained_registry_model_warns(caplog, untrained_registry):
     detector = load_detector("unet", device="cpu")
     assert "untrained" in detector.name
     assert "no trained weights" in caplog.text
+
+
+STUDY_MODELS = ["deepcr_unet", "unet", "cosmic_conn", "att_unet", "tunet_2", "tunet_3", "tunet_4", "tunet_9", "tunet_5",
+                "tunet_6"]
+
+
+def test_every_study_model_ships_trained_with_its_test_numbers(capsys):
+    from crdetect.cli import main
+    from crdetect.inference import shipped_weights
+
+    for name in STUDY_MODELS:
+        _, info = load_checkpoint(shipped_weights(name))
+        assert info.model_name == name and info.extra["shipped_name"] == name
+        assert set(info.extra["test"]) == {"dice", "tpr@1e-4"} and info.extra["trained_on"]
+        assert shipped_weights(name).with_suffix(".md").is_file()  # its model card
+    detector = load_detector("tunet_3", device="cpu")
+    assert "untrained" not in detector.name
+    image = np.random.default_rng(0).normal(100, 5, (64, 64)).astype(np.float32)
+    image[30, 20:40] += 400  # a track
+    assert detector.detect(image)[30, 25:35].all()
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "tunet_3" in listed and "test dice" in listed and listed.index("  default ") < listed.index("  tunet_3 ")
 
 
 def test_cuda_request_without_gpu_is_a_clear_error():

@@ -317,7 +317,7 @@ def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_
 
 # 9. Untrained networks, 10. numbers checked up front -------------------------------------------------------
 
-def test_untrained_networks_are_refused_unless_asked_for(tmp_path, capsys):
+def test_untrained_networks_are_refused_unless_asked_for(tmp_path, capsys, untrained_registry):
     fits.PrimaryHDU(_frame((32, 32)).astype(np.float32)).writeto(tmp_path / "f.fits")
     assert main(["detect", str(tmp_path / "f.fits"), "--model", "unet", "--out-dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

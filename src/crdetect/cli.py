@@ -151,7 +151,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .inference import WEIGHTS_DIR
 
-    shipped = sorted(WEIGHTS_DIR.glob("*.pt"))
+    # default and fast first: they are the ones trained for real frames
+    shipped = sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: (p.stem not in ("default", "fast"), p.stem))
     if shipped:
         print("\nshipped trained models (use with --model NAME; 'default' is used when --model is not given):")
         for path in shipped:
@@ -337,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("files", nargs="*", help="FITS files, directories or glob patterns")
     detect.add_argument("--sample", action="store_true", help="also process the sample frame shipped with crdetect")
     detect.add_argument("--model", default="default",
-                        help="shipped model name (default, fast) or checkpoint path (.pt); registry names are "
-                             "untrained networks and need --allow-untrained")
+                        help="shipped model name (default, fast for real frames; the study's ten, e.g. tunet_3, "
+                             "trained on its benchmark: `crdetect models`) or checkpoint path (.pt); a registry name "
+                             "without shipped weights is an untrained network and needs --allow-untrained")
     detect.add_argument("--allow-untrained", action="store_true",
                         help="accept a registry network without trained weights (experiments only)")
     detect.add_argument("--out-dir", default="crdetect_out", help="output directory (default: %(default)s)")

@@ -109,6 +109,8 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
     if not train and missing:
         raise InputError(f"no trained run in {out / 'runs'} for {', '.join(missing)}: train them first "
                          "(crdetect study without --no-train)")
+    if not train:  # the table describes how the runs were trained: their own config.yaml, read with our data
+        rows = [_as_trained(row, out / "runs" / row.name / "config.yaml") for row in rows]
     for row in rows if train else []:
         groups.setdefault(data_key(row.config), []).append(row)
     for key, members in groups.items():
@@ -128,6 +130,16 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
     table = study_table(rows, results, out)
     write_study_table(table, rows, out)
     return table
+
+
+def _as_trained(row: StudyRow, path: Path) -> StudyRow:
+    """``row`` with the training settings its run recorded (``config.yaml``), keeping this study's data,
+    validation size and device."""
+    if not path.is_file():
+        return row
+    config = TrainConfig.from_yaml(path, data=row.config.data, max_val_patches=row.config.max_val_patches,
+                                   device=row.config.device)
+    return replace(row, config=config)
 
 
 def _training_totals(run_dir: Path) -> tuple[int | None, int | None, float | None]:
