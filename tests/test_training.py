@@ -220,6 +220,16 @@ def test_study_end_to_end_resumes_and_writes_the_studys_table(ci_data, tmp_path,
     capsys.readouterr()
     assert main(["study", "--data", str(ci_data), "--out", str(out), "--models", "tunet_7"]) == 2
     assert "no study row named tunet_7" in capsys.readouterr().err
+    # runs trained elsewhere (their optimiser states dropped) are scored without training, and the table
+    # tells how they were trained (their config.yaml), not what this command line would have done
+    for run in (out / "runs").iterdir():
+        (run / "last.pt").unlink()
+    (out / "results.md").unlink()
+    assert main([*common, "--no-train", "--epochs", "9"]) == 0
+    assert not (out / "runs" / "tunet_4" / "last.pt").exists()
+    assert "batch 4, crop 64, up to 2 epochs" in (out / "results.md").read_text()
+    assert main(["study", "--data", str(ci_data), "--out", str(tmp_path / "empty"), "--no-train", "-q"]) == 2
+    assert "no trained run in" in capsys.readouterr().err
 
 
 def test_the_shipped_study_config_has_the_ten_rows_of_the_study():
