@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import crdetect
-    from crdetect.inference import plateau_saturation_torch, saturated_regions_torch
+    from crdetect.inference import plateau_saturation_torch, saturated_regions_torch, to_host
     from crdetect.preprocessing import frame_statistics_torch
 
     device = torch.device(args.device)
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
             "plateau saturation search": lambda: plateau_saturation_torch(on_device, stats),
             "saturated regions": lambda: saturated_regions_torch(on_device, level),
             "sigmoid + threshold": lambda: (torch.sigmoid(logits) >= 0.5) & ~protected,
-            "to host (5 maps)": lambda: [t.cpu().numpy() for t in (logits, logits, protected, protected, protected)],
+            "to host (5 maps)": lambda: to_host([logits, logits, protected, protected, protected]),
         }
         lines = [f"predict stages: {detector.name} {args.precision} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}"
                  f", {image.shape[1]} x {image.shape[0]} px, torch {torch.__version__}, saturation "

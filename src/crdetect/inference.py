@@ -192,8 +192,8 @@ def to_host(tensors: list[torch.Tensor | None]) -> list[np.ndarray | None]:
     all at once, then waited for: copies into ordinary memory took 58-69 ms for the five maps of a DECam CCD
     on an H200 (4x the network). Page-locked blocks come from torch's caching host allocator, so frames of one
     size reuse them; each array keeps its block until it is freed."""
-    cuda = [t for t in tensors if t is not None and t.is_cuda]
-    if not cuda:
+    device = next((t.device for t in tensors if t is not None and t.is_cuda), None)
+    if device is None:
         return [None if t is None else t.numpy() for t in tensors]
     hosts = []
     for tensor in tensors:
@@ -203,7 +203,7 @@ def to_host(tensors: list[torch.Tensor | None]) -> list[np.ndarray | None]:
         host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         host.copy_(tensor, non_blocking=True)
         hosts.append(host)
-    torch.cuda.current_stream(cuda[0].device).synchronize()
+    torch.cuda.current_stream(device).synchronize()
     return [None if host is None else host.numpy() for host in hosts]
 
 

@@ -97,31 +97,20 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
     ``OUT/runs`` (trained on another machine, say) are only scored. Returns the table's rows.
     """
     from ..evaluation.evaluate import evaluate
-    from .loop import TrainingData, _preprocessing_of, data_key, train_together
-    from ..inference import resolve_device
 
     out = Path(out_dir)
     rows = select_rows(study, models)
     if time_budget_min is not None:
         rows = [replace(row, config=replace(row.config, time_budget_min=time_budget_min / len(rows))) for row in rows]
-    groups: dict[tuple, list[StudyRow]] = {}
-    missing = [row.name for row in rows if not (out / "runs" / row.name / "best.pt").is_file()]
-    if not train and missing:
-        raise InputError(f"no trained run in {out / 'runs'} for {', '.join(missing)}: train them first "
-                         "(crdetect study without --no-train)")
-    if not train:  # the table describes how the runs were trained: their own config.yaml, read with our data
+    if train:
+        _train_rows(rows, out, together, progress)
+    else:
+        missing = [row.name for row in rows if not (out / "runs" / row.name / "best.pt").is_file()]
+        if missing:
+            raise InputError(f"no trained run in {out / 'runs'} for {', '.join(missing)}: train them first "
+                             "(crdetect study without --no-train)")
+        # the table describes how the runs were trained: their own config.yaml, read with our data
         rows = [_as_trained(row, out / "runs" / row.name / "config.yaml") for row in rows]
-    for row in rows if train else []:
-        groups.setdefault(data_key(row.config), []).append(row)
-    for key, members in groups.items():
-        first = members[0].config
-        data = TrainingData(first, _preprocessing_of(replace(first)), resolve_device(first.device))
-        batches = [members] if together else [[row] for row in members]
-        for batch in batches:
-            logger.info("training %s", ", ".join(row.name for row in batch))
-            train_together([row.config for row in batch], [out / "runs" / row.name for row in batch], progress,
-                           data=data)
-        del data  # free the splits before the next group's
     evaluation = out / "evaluation"
     baseline_names = study.baselines if baselines is None else baselines
     first = rows[0].config
@@ -130,6 +119,25 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
     table = study_table(rows, results, out)
     write_study_table(table, rows, out)
     return table
+
+
+def _train_rows(rows: list[StudyRow], out: Path, together: bool, progress: bool) -> None:
+    """Train the rows into ``out/runs/NAME``, the splits loaded once per group of rows sharing data."""
+    from ..inference import resolve_device
+    from .loop import TrainingData, _preprocessing_of, data_key, train_together
+
+    groups: dict[tuple, list[StudyRow]] = {}
+    for row in rows:
+        groups.setdefault(data_key(row.config), []).append(row)
+    for members in groups.values():
+        first = members[0].config
+        data = TrainingData(first, _preprocessing_of(replace(first)), resolve_device(first.device))
+        batches = [members] if together else [[row] for row in members]
+        for batch in batches:
+            logger.info("training %s", ", ".join(row.name for row in batch))
+            train_together([row.config for row in batch], [out / "runs" / row.name for row in batch], progress,
+                           data=data)
+        del data  # free the splits before the next group's
 
 
 def _as_trained(row: StudyRow, path: Path) -> StudyRow:
