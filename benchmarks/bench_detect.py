@@ -107,7 +107,7 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
 
     from crdetect.baselines import LACosmicDetector
     from crdetect.inference import resolve_device, resolve_precision
-    from crdetect.pipeline import DetectOptions, cached_detector, run_batch
+    from crdetect.pipeline import DetectOptions, cached_detector, encoder_count, run_batch
 
     folder = Path(tempfile.mkdtemp(prefix="bench_detect_"))
     header = fits.Header({"GAIN": gain, "RDNOISE": read_noise, "SATURATE": saturation})
@@ -118,20 +118,24 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
         fits.PrimaryHDU(image, header=header).writeto(paths[-1])
     runs = {}
     for precision in args.precision:
-        resolved = resolve_precision(precision, resolve_device(args.device))
-        options = DetectOptions(model=args.default, out_dir=str(folder / f"out_{precision}"), device=args.device,
-                                tile=args.tile[0] or None, precision=precision, overwrite=True)
-        detector = cached_detector(options.model, options.device, None, None, False, precision)  # loaded before the clock
-        if resolve_device(args.device).type == "cuda":  # CUDA kernels chosen and warmed before the clock
-            detector.predict(image, tile=options.tile)
-        with PeakMemory() as memory:
-            started = time.perf_counter()
-            run_batch(paths, options, jobs=1, progress=False)
-            seconds = time.perf_counter() - started
-        name = f"crdetect detect {args.files} files ({resolved})"
-        runs[name] = (seconds, memory.above_base, None)
-        notes.append(f"{name}: {args.files / seconds:.2f} CCDs/s")
-        print(notes[-1], flush=True)
+        for encoders in args.encoders:
+            resolved = resolve_precision(precision, resolve_device(args.device))
+            options = DetectOptions(model=args.default, out_dir=str(folder / f"out_{precision}_{encoders}"),
+                                    device=args.device, tile=args.tile[0] or None, precision=precision, overwrite=True,
+                                    encoders=None if encoders == "auto" else int(encoders))
+            # loaded before the clock
+            detector = cached_detector(options.model, options.device, None, None, False, precision)
+            if resolve_device(args.device).type == "cuda":  # CUDA kernels chosen and warmed before the clock
+                detector.predict(image, tile=options.tile)
+            processes = encoder_count(options, detector.device)
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                run_batch(paths, options, jobs=1, progress=False)
+                seconds = time.perf_counter() - started
+            name = f"crdetect detect {args.files} files ({resolved}, {processes} enc.)"
+            runs[name] = (seconds, memory.above_base, None)
+            notes.append(f"{name}: {args.files / seconds:.2f} CCDs/s")
+            print(notes[-1], flush=True)
     try:
         lacosmic = LACosmicDetector()
         from crdetect.baselines import ImageContext
@@ -174,6 +178,8 @@ def main() -> int:
                         help="simulated DECam CCD (default), or a real star field (CTIO Mosaic2) tiled to its size")
     parser.add_argument("--files", type=int, default=0, help="also time N files end to end (crdetect detect vs "
                                                               "astroscrappy reading and writing the same files)")
+    parser.add_argument("--encoders", nargs="+", default=["auto"],
+                        help="with --files: compressing processes of the end-to-end runs (auto: crdetect's choice)")
     parser.add_argument("--peers-on-cpu", action="store_true", help="with --device cuda, keep deepCR on the CPU")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()

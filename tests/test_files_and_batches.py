@@ -333,7 +333,7 @@ def test_untrained_networks_are_refused_unless_asked_for(tmp_path, capsys, untra
 
 @pytest.mark.parametrize("option", [["--threshold", "1.5"], ["--threshold", "-0.2"], ["--threshold", "nan"],
                                     ["--saturation", "nan"], ["--saturation", "0"], ["--gain", "-4"],
-                                    ["--read-noise", "inf"], ["--sky", "nan"], ["--tile", "-5"]])
+                                    ["--read-noise", "inf"], ["--sky", "nan"], ["--tile", "-5"], ["--encoders", "-1"]])
 def test_bad_numbers_are_usage_errors(option, tiny_checkpoint, tmp_path):
     fits.PrimaryHDU(_frame((32, 32)).astype(np.float32)).writeto(tmp_path / "f.fits")
     with pytest.raises(SystemExit) as exit_info:
@@ -462,10 +462,12 @@ def test_a_separate_bad_pixel_mask_keeps_known_hot_pixels_unflagged(tmp_path, ca
 
 # Streaming stages (issue #14): reader and writer threads around the detection ------------------------------
 
-def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(tiny_checkpoint, tmp_path):
-    """One process, files through the reader/detector/writer stages: the outputs are byte-identical to
-    detect_file's, in the batch's order; a file whose second CCD fails leaves no output and no temporary
-    file, a corrupt file fails alone, and an existing output is kept with --skip-existing."""
+@pytest.mark.parametrize("encoders", [0, 2])
+def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(encoders, tiny_checkpoint, tmp_path):
+    """One process, files through the reader/detector/writer stages (with the extensions compressed in the
+    writer thread or in encoder processes): the outputs are byte-identical to detect_file's, in the
+    batch's order; a file whose second CCD fails leaves no output and no temporary file, a corrupt file
+    fails alone, and an existing output is kept with --skip-existing."""
     from crdetect.pipeline import DetectOptions, detect_file, run_batch
 
     inputs = tmp_path / "in"
@@ -486,7 +488,7 @@ def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(tiny
         assert [r["status"] for r in rows] == ["ok"] * 4
     streamed = tmp_path / "streamed"
     rows, summary = run_batch(paths, DetectOptions(model=str(tiny_checkpoint), out_dir=str(streamed),
-                                                   precision="float32"), jobs=1, progress=False)
+                                                   precision="float32", encoders=encoders), jobs=1, progress=False)
     assert [r["file"] for r in rows] == [str(p) for p in paths[:3] for _ in range(4)] + [str(p) for p in paths[3:]]
     for path in paths[:3]:
         name = path.stem + "_crmask.fits"

@@ -1,16 +1,31 @@
 """crdetect: deep-learning cosmic-ray detection for astronomical CCD images."""
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from .errors import CheckpointError, CRDetectError, InputError, OutputError  # noqa: E402
-from .frame import Frame  # noqa: E402
-from .inference import CRDetector, DetectionResult, load_detector  # noqa: E402
-from .interfaces import cosmicray_crdetect, detect_cosmics, grow_mask, set_dq_flag  # noqa: E402
-from .models import count_parameters, create_model, list_models, register_model  # noqa: E402
-from .preprocessing import FrameStatistics, Preprocessing  # noqa: E402
+# Public names and the submodule of each, imported on first use (PEP 562): ``import crdetect.data.fits_io``
+# in an output-encoding process, or ``crdetect --help``, then does not pay torch's 2 s import.
+_LAZY = {"load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+         "CheckpointError": "errors", "CRDetectError": "errors", "InputError": "errors", "OutputError": "errors",
+         "Frame": "frame", "CRDetector": "inference", "DetectionResult": "inference", "load_detector": "inference",
+         "cosmicray_crdetect": "interfaces", "detect_cosmics": "interfaces", "grow_mask": "interfaces",
+         "set_dq_flag": "interfaces", "count_parameters": "models", "create_model": "models",
+         "list_models": "models", "register_model": "models", "FrameStatistics": "preprocessing",
+         "Preprocessing": "preprocessing"}
 
-__all__ = ["CRDetector", "CRDetectError", "CheckpointError", "DetectionResult", "Frame", "FrameStatistics", "InputError",
-           "OutputError", "Preprocessing", "__version__", "cosmicray_crdetect", "count_parameters", "create_model",
-           "detect_cosmics", "grow_mask", "list_models", "load_checkpoint", "load_detector", "register_model",
-           "save_checkpoint", "set_dq_flag"]
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -34,6 +34,7 @@ def _number_type(convert, low: float | None = None, high: float | None = None, l
 
 
 _positive_int = _number_type(int, 1, what="a whole number >= 1")
+_non_negative_int = _number_type(int, 0, what="a whole number >= 0")
 _finite_float = _number_type(float)
 _positive_float = _number_type(float, 0, low_open=True, what="a finite number > 0")
 _non_negative_float = _number_type(float, 0, what="a finite number >= 0")
@@ -106,7 +107,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             gain=args.gain, read_noise=args.read_noise, sky=args.sky,
                             noise_from_header=args.noise_from_header, compile=args.compile,
                             precision=args.precision, threads=args.threads, mask_only=args.mask_only,
-                            file_masks=not args.no_file_mask, grow=args.grow, bad_pixel_mask=args.bad_pixel_mask)
+                            file_masks=not args.no_file_mask, grow=args.grow, bad_pixel_mask=args.bad_pixel_mask,
+                            encoders=args.encoders)
     if args.bad_pixel_mask:  # a missing or unreadable mask file fails once, before any work
         from .data.fits_io import open_fits
 
@@ -394,6 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--threads", type=_positive_int, default=None,
                         help="torch threads per process (default: every core, or 1 per worker with --jobs or "
                              "--scheduler); set it to the cores a batch job was given")
+    detect.add_argument("--encoders", type=_non_negative_int, default=None,
+                        help="processes that compress the outputs while the next file is searched (default: none "
+                             "on a CPU, where the network uses every core; up to 8 beside a GPU); 0: the writer "
+                             "thread compresses")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")
     detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")

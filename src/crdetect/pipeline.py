@@ -51,6 +51,7 @@ class DetectOptions:
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
     bad_pixel_mask: str | None = None  # a separate FITS mask (non-zero = bad) for every input
     grow: int = 0  # grow the CR mask by this many pixels
+    encoders: int | None = None  # processes compressing outputs (None: several on a GPU, none on a CPU)
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -511,26 +512,59 @@ def _items(queue, stop):
         yield item
 
 
+def encoder_count(options: DetectOptions, device: str) -> int:
+    """Processes that compress the outputs of a streaming run: ``options.encoders`` if given, else none on a
+    CPU (the network keeps every core busy there and the writer thread compresses) and up to 8 beside a GPU.
+
+    Compressing CRPROB takes 0.1 s per DECam CCD in astropy's tile loop, which holds the GIL: in the writer
+    thread it bounded a GPU run to 3.3 CCDs/s (H200, 2026-11-27), hence processes."""
+    if options.encoders is not None:
+        return options.encoders
+    if str(device).startswith("cpu"):
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def _encoder_pool(encoders: int):
+    """A process pool for :func:`crdetect.data.fits_io.encode_extensions`, or None for ``encoders == 0``."""
+    if encoders <= 0:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(encoders, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                               initargs=(os.getpid(),))
+    pool.submit(int)  # a first task starts every process now, while the first image is read and searched
+    return pool
+
+
 def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions, record, progress: bool = True,
                   queue_size: int = 2) -> None:
-    """Files through three stages in one process, one model: a reader thread (opening, checking, reading
-    and decompressing each science image), the detection in this thread (on the model's device), and a
-    writer thread (copying the input's bytes, compressing and appending the extensions, publishing the file
-    atomically). Bounded queues of ``queue_size`` images between the stages keep memory at a few images
-    while reading and writing overlap the detection. ``record(i, rows)`` receives each file's rows, in order.
+    """Files through stages in one process, one model: a reader thread (opening, checking, reading and
+    decompressing each science image), the detection in this thread (on the model's device), encoder
+    processes compressing each image's extensions (:func:`encoder_count`; none on a CPU) and a writer thread
+    (copying the input's bytes, appending the encoded extensions, publishing the file atomically). Bounded
+    queues between the stages keep memory at a few images while reading, encoding and writing overlap the
+    detection. ``record(i, rows)`` receives each file's rows, in order.
     """
     import queue as queues
     import threading
+    from concurrent.futures import Future
 
     from tqdm import tqdm
 
     from .atomic import remove_open_temporaries
-    from .data.fits_io import OutputSource, detection_output, open_fits
+    from .data.fits_io import OutputSource, detection_output, encode_extensions, open_fits
 
     detector = detector_for(options)
+    encoders = encoder_count(options, detector.device)
+    pool = _encoder_pool(encoders)
+    if pool is not None:
+        logger.info("%d processes compress the outputs", encoders)
     stop = threading.Event()
     to_detect: queues.Queue = queues.Queue(queue_size)
-    to_write: queues.Queue = queues.Queue(queue_size)
+    # room for every encoder's image, so that all of them work while the writer waits on the oldest
+    to_write: queues.Queue = queues.Queue(queue_size + encoders)
     failures: list[BaseException] = []
 
     def read() -> None:
@@ -580,7 +614,8 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
                                              overwrite=options.overwrite))
                     elif kind == "image":
                         if current is not None:
-                            current.append(item[2])
+                            encoded = item[2]
+                            current.append(encoded.result() if isinstance(encoded, Future) else encoded)
                             current.rows.append(item[3])
                     elif kind == "end":
                         if current is not None:
@@ -627,7 +662,7 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
                     _put(to_write, ("failed", i, _error_rows(err, base, Path(paths[i]))), stop)
                     continue
                 del science
-                item = ("image", i, extensions, row)
+                item = ("image", i, pool.submit(encode_extensions, extensions) if pool else extensions, row)
             elif kind == "end" and i in failed:
                 continue
             if not _put(to_write, item, stop):
@@ -642,6 +677,11 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
             writer.join(timeout=10)
             reader.join(timeout=10)
             remove_open_temporaries()
+        if pool is not None:
+            interrupted = stop.is_set() or bool(failures)
+            pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
+            if interrupted:
+                _stop_workers()
 
 
 def run_dask(paths: list[Path], outputs: list[Path], options: DetectOptions, scheduler: str, record,
