@@ -11,8 +11,9 @@
 #      (their best.pt are scored on CPU under the rule of results/study_gpu/README.md);
 #   5. what comes back packed under $OUT.
 # Tried first at ci scale on CPU:  SCALE=ci DEVICE=cpu DEADLINE=600 OUT=/tmp/gpu2_try bash results/gpu_session2/run.sh
-# On the GPU machine (carry .whl from `bash ../shared/gpu/wheels.sh $PWD/.whl` and .real, a copy of
-# ../shared/data/real):  OUT=$OUT bash results/gpu_session2/run.sh
+# On the GPU machine (carry .whl from `bash ../shared/gpu/wheels.sh $PWD/.whl` and .real, holding
+# ../shared/data/real as real.tar.xz, 4 MB instead of 12: what travels is limited to 64 MiB):
+#   OUT=$OUT bash results/gpu_session2/run.sh
 set -uo pipefail
 OUT=${OUT:?set OUT}
 SCALE=${SCALE:-small}
@@ -35,6 +36,8 @@ if [ -d .whl ] && ! python3 -c "import astropy, galsim" 2>/dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD/tests
+if [ -f .real/real.tar.xz ] && [ ! -d "$WORK/real" ]; then mkdir -p "$WORK/real" && tar -C "$WORK/real" -xJf .real/real.tar.xz; fi
+[ -d "$WORK/real" ] && REAL=$WORK/real
 python3 -c "import torch, crdetect; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'crdetect', crdetect.__version__)"
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
