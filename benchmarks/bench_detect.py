@@ -28,6 +28,7 @@ Peers that are not installed (pip install 'crdetect[peers]') are skipped with a 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -98,6 +99,28 @@ def real_star_field(shape=(4096, 2048)):
     return image, max(stats.sky / stats.sigma**2, 0.1), 5.0, saturation
 
 
+class StageNotes(logging.Handler):
+    """Collects what crdetect.pipeline logs at INFO level (the work of each stage of a streaming run)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        self._logger = logging.getLogger("crdetect.pipeline")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+
 def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
     """Seconds, peak memory of ``crdetect detect`` (per precision) and of LA-Cosmic on ``args.files`` FITS files."""
     import tempfile
@@ -127,15 +150,18 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
             detector = cached_detector(options.model, options.device, None, None, False, precision)
             if resolve_device(args.device).type == "cuda":  # CUDA kernels chosen and warmed before the clock
                 detector.predict(image, tile=options.tile)
-            processes = encoder_count(options, detector.device)
-            with PeakMemory() as memory:
+            threads = encoder_count(options, detector.device)
+            stages = StageNotes()  # the run's own account of each stage's work
+            with PeakMemory() as memory, stages:
                 started = time.perf_counter()
                 run_batch(paths, options, jobs=1, progress=False)
                 seconds = time.perf_counter() - started
-            name = f"crdetect detect {args.files} files ({resolved}, {processes} enc.)"
+            name = f"crdetect detect {args.files} files ({resolved}, {threads} enc.)"
             runs[name] = (seconds, memory.above_base, None)
-            notes.append(f"{name}: {args.files / seconds:.2f} CCDs/s")
+            notes.append(f"{name}: {args.files / seconds:.2f} CCDs/s; {'; '.join(stages.messages)}")
             print(notes[-1], flush=True)
+    if args.no_peers:
+        return runs
     try:
         lacosmic = LACosmicDetector()
         from crdetect.baselines import ImageContext
@@ -180,6 +206,7 @@ def main() -> int:
                                                               "astroscrappy reading and writing the same files)")
     parser.add_argument("--encoders", nargs="+", default=["auto"],
                         help="with --files: compressing processes of the end-to-end runs (auto: crdetect's choice)")
+    parser.add_argument("--no-peers", action="store_true", help="time crdetect only (a quick check of a change)")
     parser.add_argument("--peers-on-cpu", action="store_true", help="with --device cuda, keep deepCR on the CPU")
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
@@ -225,7 +252,7 @@ def main() -> int:
                                      + ([precision] if precision != "float32" else [])
                                      + ([f"tile {tile or 'whole'}"] if len(args.tile) > 1 else []))
                     candidates.append((label, lambda s=spec, t=tile or None, p=precision, c=compile: ours(s, t, p, c)))
-    candidates += [("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
+    candidates += [] if args.no_peers else [("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
                    ("deepCR decam" + (" (GPU)" if gpu and not args.peers_on_cpu else ""),
                     lambda: (lambda d=DeepCRDetector(device="GPU" if gpu and not args.peers_on_cpu else "CPU"):
                              lambda: d.score(image, context))()),

@@ -465,7 +465,7 @@ def test_a_separate_bad_pixel_mask_keeps_known_hot_pixels_unflagged(tmp_path, ca
 @pytest.mark.parametrize("encoders", [0, 2])
 def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(encoders, tiny_checkpoint, tmp_path):
     """One process, files through the reader/detector/writer stages (with the extensions compressed in the
-    writer thread or in encoder processes): the outputs are byte-identical to detect_file's, in the
+    writer thread or in encoder threads): the outputs are byte-identical to detect_file's, in the
     batch's order; a file whose second CCD fails leaves no output and no temporary file, a corrupt file
     fails alone, and an existing output is kept with --skip-existing."""
     from crdetect.pipeline import DetectOptions, detect_file, run_batch

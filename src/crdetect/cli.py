@@ -397,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch threads per process (default: every core, or 1 per worker with --jobs or "
                              "--scheduler); set it to the cores a batch job was given")
     detect.add_argument("--encoders", type=_non_negative_int, default=None,
-                        help="processes that compress the outputs while the next file is searched (default: none "
-                             "on a CPU, where the network uses every core; up to 8 beside a GPU); 0: the writer "
+                        help="threads that compress the outputs while the next file is searched (default: none "
+                             "on a CPU, where the network uses every core; up to 4 beside a GPU); 0: the writer "
                              "thread compresses")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")

@@ -73,7 +73,7 @@ class DetectionResult:
     @property
     def cr_fraction(self) -> float:
         """Fraction of pixels flagged as CR."""
-        return float(self.mask.mean()) if self.mask.size else 0.0
+        return np.count_nonzero(self.mask) / self.mask.size if self.mask.size else 0.0
 
 
 def check_threshold(threshold: float | None) -> float | None:

@@ -51,7 +51,7 @@ class DetectOptions:
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
     bad_pixel_mask: str | None = None  # a separate FITS mask (non-zero = bad) for every input
     grow: int = 0  # grow the CR mask by this many pixels
-    encoders: int | None = None  # processes compressing outputs (None: several on a GPU, none on a CPU)
+    encoders: int | None = None  # threads compressing outputs (None: several beside a GPU, none on a CPU)
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -269,9 +269,9 @@ def _search(science, detector, options: DetectOptions, path: Path, extver: int, 
     science.data = None  # not written again: the input's bytes are copied
     extensions = crdetect_extensions(science, result, cleaned, detector.name, detector.precision, extver=extver,
                                      grow=options.grow)
-    row = {**base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": int(result.mask.sum()),
-           "cr_fraction": result.cr_fraction, "nonfinite_pixels": int(result.nonfinite.sum()),
-           "masked_pixels": 0 if science.mask is None else int(science.mask.sum()), "status": "ok"}
+    row = {**base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": np.count_nonzero(result.mask),
+           "cr_fraction": result.cr_fraction, "nonfinite_pixels": np.count_nonzero(result.nonfinite),
+           "masked_pixels": 0 if science.mask is None else np.count_nonzero(science.mask), "status": "ok"}
     return extensions, row
 
 
@@ -485,109 +485,147 @@ class _OpenOutput:
         self.stack.__exit__(type(err), err, None)
 
 
-def _put(queue, item, stop) -> bool:
+class _StageClock:
+    """Seconds each stage of a streaming run works: its threads' lifetimes less their waits on the queues
+    (and, for the writer, on the encoders), plus the encoders' own time. Logged at the end of a run: the
+    stage whose work comes closest to the run's time is its bottleneck."""
+
+    def __init__(self) -> None:
+        import threading
+        from collections import defaultdict
+
+        self.work: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.work[stage] += seconds
+
+    @contextlib.contextmanager
+    def stage(self, stage: str):
+        """Count the block's time as work of ``stage`` (a thread's whole life, or one task)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - started)
+
+    @contextlib.contextmanager
+    def waiting(self, stage: str):
+        """Take the block's time off the work of ``stage``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, started - time.perf_counter())
+
+    def summary(self, seconds: float, images: int) -> str:
+        parts = ", ".join(f"{stage} {work:.2f} s" for stage, work in self.work.items())
+        return f"{images} images in {seconds:.2f} s; work per stage: {parts}"
+
+
+def _put(queue, item, stop, clock: _StageClock | None = None, stage: str = "") -> bool:
     """Put ``item`` unless the run is stopping (a bounded queue blocks until the next stage takes one)."""
     import queue as queues
 
-    while not stop.is_set():
-        try:
-            queue.put(item, timeout=0.1)
-            return True
-        except queues.Full:
-            continue
+    with clock.waiting(stage) if clock else contextlib.nullcontext():
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except queues.Full:
+                continue
     return False
 
 
-def _items(queue, stop):
+def _items(queue, stop, clock: _StageClock | None = None, stage: str = ""):
     """The items of ``queue`` up to ``_END``, or until the run is stopping."""
     import queue as queues
 
     while not stop.is_set():
-        try:
-            item = queue.get(timeout=0.1)
-        except queues.Empty:
-            continue
+        with clock.waiting(stage) if clock else contextlib.nullcontext():
+            try:
+                item = queue.get(timeout=0.1)
+            except queues.Empty:
+                continue
         if item is _END:
             return
         yield item
 
 
 def encoder_count(options: DetectOptions, device: str) -> int:
-    """Processes that compress the outputs of a streaming run: ``options.encoders`` if given, else none on a
-    CPU (the network keeps every core busy there and the writer thread compresses) and up to 8 beside a GPU.
+    """Threads that encode (compress) the outputs of a streaming run: ``options.encoders`` if given, else none
+    on a CPU (the network keeps every core busy there and the writer thread encodes) and up to 4 beside a GPU.
 
-    Compressing CRPROB takes 0.1 s per DECam CCD in astropy's tile loop, which holds the GIL: in the writer
-    thread it bounded a GPU run to 3.3 CCDs/s (H200, 2026-11-27), hence processes."""
+    Compressing CRPROB takes 0.1 s per DECam CCD, which bounded a GPU run to 6.9 CCDs/s with the writer thread
+    doing it (H200, 2026-11-27). astropy releases the GIL in its Rice coder, so threads share the work.
+    (Processes were slower, 4.5 CCDs/s: shipping 40 MB of maps per CCD through a pipe costs more than it
+    saves.)"""
     if options.encoders is not None:
         return options.encoders
     if str(device).startswith("cpu"):
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def _encoder_pool(encoders: int):
-    """A process pool for :func:`crdetect.data.fits_io.encode_extensions`, or None for ``encoders == 0``."""
-    if encoders <= 0:
-        return None
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    pool = ProcessPoolExecutor(encoders, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-                               initargs=(os.getpid(),))
-    pool.submit(int)  # a first task starts every process now, while the first image is read and searched
-    return pool
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions, record, progress: bool = True,
                   queue_size: int = 2) -> None:
     """Files through stages in one process, one model: a reader thread (opening, checking, reading and
     decompressing each science image), the detection in this thread (on the model's device), encoder
-    processes compressing each image's extensions (:func:`encoder_count`; none on a CPU) and a writer thread
-    (copying the input's bytes, appending the encoded extensions, publishing the file atomically). Bounded
-    queues between the stages keep memory at a few images while reading, encoding and writing overlap the
-    detection. ``record(i, rows)`` receives each file's rows, in order.
+    threads compressing each image's extensions (:func:`encoder_count`; none on a CPU, where the writer
+    encodes) and a writer thread (copying the input's bytes, appending the encoded extensions, publishing
+    the file atomically). Bounded queues between the stages keep memory at a few images while reading,
+    encoding and writing overlap the detection. ``record(i, rows)`` receives each file's rows, in order.
+    The work of each stage is logged at the end (:class:`_StageClock`).
     """
     import queue as queues
     import threading
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     from tqdm import tqdm
 
     from .atomic import remove_open_temporaries
-    from .data.fits_io import OutputSource, detection_output, encode_extensions, open_fits
+    from .data.fits_io import Extensions, OutputSource, detection_output, open_fits
 
     detector = detector_for(options)
     encoders = encoder_count(options, detector.device)
-    pool = _encoder_pool(encoders)
-    if pool is not None:
-        logger.info("%d processes compress the outputs", encoders)
+    pool = ThreadPoolExecutor(encoders, thread_name_prefix="crdetect-encoder") if encoders else None
     stop = threading.Event()
     to_detect: queues.Queue = queues.Queue(queue_size)
     # room for every encoder's image, so that all of them work while the writer waits on the oldest
     to_write: queues.Queue = queues.Queue(queue_size + encoders)
     failures: list[BaseException] = []
+    clock = _StageClock()
+    started_run = time.perf_counter()
+
+    def encode(extensions: Extensions) -> bytes | memoryview:
+        with clock.stage("encode"):
+            return extensions.encode()
 
     def read() -> None:
+        def put(item) -> bool:
+            return _put(to_detect, item, stop, clock, "read")
+
         try:
-            for i, (path, out) in enumerate(zip(paths, outputs)):
-                base = {"file": str(path), "output": str(out)}
-                started = time.perf_counter()
-                try:
-                    kept = _existing_output(out, options, base)
-                    if kept is not None:
-                        _put(to_detect, ("rows", i, kept), stop)
-                        continue
-                    with open_fits(path) as hdul:
-                        shift, sciences = _read_sciences(hdul, path, options)
-                        source = OutputSource.of(hdul)
-                        if not _put(to_detect, ("start", i, path, out, source, base, started), stop):
-                            return
-                        for science in sciences:
-                            if not _put(to_detect, ("image", i, science, science.index + shift), stop):
+            with clock.stage("read"):
+                for i, (path, out) in enumerate(zip(paths, outputs)):
+                    base = {"file": str(path), "output": str(out)}
+                    started = time.perf_counter()
+                    try:
+                        kept = _existing_output(out, options, base)
+                        if kept is not None:
+                            put(("rows", i, kept))
+                            continue
+                        with open_fits(path) as hdul:
+                            shift, sciences = _read_sciences(hdul, path, options)
+                            if not put(("start", i, path, out, OutputSource.of(hdul), base, started)):
                                 return
-                    _put(to_detect, ("end", i), stop)
-                except Exception as err:  # this file fails; the batch goes on
-                    _put(to_detect, ("failed", i, _error_rows(err, base, Path(path))), stop)
+                            for science in sciences:
+                                if not put(("image", i, science, science.index + shift)):
+                                    return
+                        put(("end", i))
+                    except Exception as err:  # this file fails; the batch goes on
+                        put(("failed", i, _error_rows(err, base, Path(path))))
         finally:
             _put(to_detect, _END, stop)
 
@@ -603,38 +641,40 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
                 bar.update()
 
         try:
-            for item in _items(to_write, stop):
-                kind, i = item[0], item[1]
-                try:
-                    if kind == "start":
-                        _, _, path, out, source, base, started = item
-                        current = _OpenOutput(contextlib.ExitStack(), None, base, started, Path(path))
-                        current.append = current.stack.enter_context(
-                            detection_output(path, source, out, copy_input=not options.mask_only,
-                                             overwrite=options.overwrite))
-                    elif kind == "image":
+            with clock.stage("write"):
+                for item in _items(to_write, stop, clock, "write"):
+                    kind, i = item[0], item[1]
+                    try:
+                        if kind == "start":
+                            _, _, path, out, source, base, started = item
+                            current = _OpenOutput(contextlib.ExitStack(), None, base, started, Path(path))
+                            current.append = current.stack.enter_context(
+                                detection_output(path, source, out, copy_input=not options.mask_only,
+                                                 overwrite=options.overwrite))
+                        elif kind == "image":
+                            if current is not None:
+                                with clock.waiting("write"):  # for the encoders, or the writer's own encoding
+                                    encoded = item[2].result() if isinstance(item[2], Future) else encode(item[2])
+                                current.append(encoded)
+                                current.rows.append(item[3])
+                        elif kind == "end":
+                            if current is not None:
+                                finished, current = current, None
+                                finished.stack.close()  # the file appears
+                                for row in finished.rows:
+                                    row["seconds"] = round(time.perf_counter() - finished.started, 3)
+                                settle(i, finished.rows)
+                        else:  # "rows" (kept output) or "failed"
+                            if current is not None:  # a failed file's output is discarded
+                                current.discard(CRDetectError("failed"))
+                                current = None
+                            settle(i, item[2])
+                    except Exception as err:
                         if current is not None:
-                            encoded = item[2]
-                            current.append(encoded.result() if isinstance(encoded, Future) else encoded)
-                            current.rows.append(item[3])
-                    elif kind == "end":
-                        if current is not None:
-                            finished, current = current, None
-                            finished.stack.close()  # the file appears
-                            for row in finished.rows:
-                                row["seconds"] = round(time.perf_counter() - finished.started, 3)
-                            settle(i, finished.rows)
-                    else:  # "rows" (kept output) or "failed"
-                        if current is not None:  # a failed file's output is discarded
-                            current.discard(CRDetectError("failed"))
+                            current.discard(err)
+                            settle(i, _error_rows(err, current.base, current.path))
                             current = None
-                        settle(i, item[2])
-                except Exception as err:
-                    if current is not None:
-                        current.discard(err)
-                        settle(i, _error_rows(err, current.base, current.path))
-                        current = None
-                    # the rest of this file's items find no current output and are dropped
+                        # the rest of this file's items find no current output and are dropped
         except BaseException as err:  # noqa: BLE001 - reported to the main thread
             failures.append(err)
         finally:
@@ -646,31 +686,35 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
     writer = threading.Thread(target=write, name="crdetect-writer", daemon=True)
     reader.start()
     writer.start()
+    images = 0
     try:
         failed: set[int] = set()
-        for item in _items(to_detect, stop):
-            kind, i = item[0], item[1]
-            if kind == "image":
-                if i in failed:
+        with clock.stage("detect"):
+            for item in _items(to_detect, stop, clock, "detect"):
+                kind, i = item[0], item[1]
+                if kind == "image":
+                    if i in failed:
+                        continue
+                    _, _, science, extver = item
+                    base = {"file": str(paths[i]), "output": str(outputs[i])}
+                    try:
+                        extensions, row = _search(science, detector, options, Path(paths[i]), extver, base)
+                    except Exception as err:
+                        failed.add(i)
+                        _put(to_write, ("failed", i, _error_rows(err, base, Path(paths[i]))), stop, clock, "detect")
+                        continue
+                    del science
+                    images += 1
+                    item = ("image", i, pool.submit(encode, extensions) if pool else extensions, row)
+                elif kind == "end" and i in failed:
                     continue
-                _, _, science, extver = item
-                base = {"file": str(paths[i]), "output": str(outputs[i])}
-                try:
-                    extensions, row = _search(science, detector, options, Path(paths[i]), extver, base)
-                except Exception as err:
-                    failed.add(i)
-                    _put(to_write, ("failed", i, _error_rows(err, base, Path(paths[i]))), stop)
-                    continue
-                del science
-                item = ("image", i, pool.submit(encode_extensions, extensions) if pool else extensions, row)
-            elif kind == "end" and i in failed:
-                continue
-            if not _put(to_write, item, stop):
-                break
+                if not _put(to_write, item, stop, clock, "detect"):
+                    break
         _put(to_write, _END, stop)
         writer.join()
         if failures:
             raise failures[0]
+        logger.info("%s (%d encoder threads)", clock.summary(time.perf_counter() - started_run, images), encoders)
     finally:
         if writer.is_alive() or reader.is_alive():  # interrupted: stop the stages and remove what they left
             stop.set()
@@ -678,10 +722,7 @@ def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions
             reader.join(timeout=10)
             remove_open_temporaries()
         if pool is not None:
-            interrupted = stop.is_set() or bool(failures)
-            pool.shutdown(wait=not interrupted, cancel_futures=interrupted)
-            if interrupted:
-                _stop_workers()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_dask(paths: list[Path], outputs: list[Path], options: DetectOptions, scheduler: str, record,

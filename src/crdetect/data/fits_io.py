@@ -357,7 +357,7 @@ def read_science(hdul: fits.HDUList, plan: SciencePlan, path: str | os.PathLike 
     del hdu.data
     if mask is not None:
         logger.info("%s: using HDU %d (%s) as the input mask: %d bad pixels are never flagged", where,
-                    plan.mask_index, hdul[plan.mask_index].name, int(mask.sum()))
+                    plan.mask_index, hdul[plan.mask_index].name, np.count_nonzero(mask))
     return ScienceHDU(plan.index, hdu.name, data, hdu.header.copy(), hdul[0].header, mask, plan.mask_index)
 
 
@@ -522,8 +522,8 @@ def probability_hdu(probability: np.ndarray) -> fits.CompImageHDU:
 @dataclass
 class Extensions:
     """The ``CRMASK``, ``CRPROB`` (and ``CLEANED``) extensions of one searched image as arrays and header
-    cards: picklable, so that a process can encode them (compressing CRPROB is most of writing an output)
-    while the next image is searched."""
+    cards, to be encoded (compressing CRPROB is most of writing an output) in the writer or, while the next
+    image is searched, in an encoder thread."""
 
     mask: np.ndarray
     probability: np.ndarray
@@ -544,16 +544,10 @@ class Extensions:
             hdus[-1].header["CRINPNT"] = ("median5x5", "flagged: median of unflagged 5x5 pixels")
         return hdus
 
-    def encode(self) -> bytes:
-        """The FITS bytes of the extensions, as they follow the HDUs before them in a file."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)  # header cards fixed by astropy on writing
-            return bytes(_hdu_bytes(self.hdus()))
-
-
-def encode_extensions(extensions: Extensions) -> bytes:
-    """:meth:`Extensions.encode` as a function (what a process pool is given)."""
-    return extensions.encode()
+    def encode(self) -> bytes | memoryview:
+        """The FITS bytes of the extensions, as they follow the HDUs before them in a file. Safe in threads:
+        astropy (>= 8) releases the GIL while it Rice-compresses, so encoder threads run in parallel."""
+        return _hdu_bytes(self.hdus())
 
 
 def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None, model_name: str,
@@ -573,10 +567,10 @@ def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None,
              ("CRSCINAM", (science.name or "")[:68], "EXTNAME of the science image"),
              ("CRSKY", float(result.statistics.sky), "sky level used for scaling"),
              ("CRSIGMA", float(result.statistics.sigma), "noise used for scaling"),
-             ("CRNPIX", int(result.mask.sum()), "pixels flagged as cosmic rays"),
-             ("CRNBAD", int(result.nonfinite.sum()), "non-finite input pixels (never flagged)"),
-             ("CRNSAT", int(result.protected.sum()), "saturated star/bleed pixels (never flagged)"),
-             ("CRNMASK", int(science.mask.sum()) if science.mask is not None else 0,
+             ("CRNPIX", np.count_nonzero(result.mask), "pixels flagged as cosmic rays"),
+             ("CRNBAD", np.count_nonzero(result.nonfinite), "non-finite input pixels (never flagged)"),
+             ("CRNSAT", np.count_nonzero(result.protected), "saturated star/bleed pixels (never flagged)"),
+             ("CRNMASK", np.count_nonzero(science.mask) if science.mask is not None else 0,
               "input-mask pixels (never flagged)"),
              ("CRMASKX", science.mask_index if science.mask_index is not None else -1,
               "HDU index of the input mask (-1: none)"),
