@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import shutil
 import warnings
@@ -463,7 +464,8 @@ def test_a_separate_bad_pixel_mask_keeps_known_hot_pixels_unflagged(tmp_path, ca
 # Streaming stages (issue #14): reader and writer threads around the detection ------------------------------
 
 @pytest.mark.parametrize("encoders", [0, 2])
-def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(encoders, tiny_checkpoint, tmp_path):
+def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(encoders, tiny_checkpoint, tmp_path,
+                                                                             caplog):
     """One process, files through the reader/detector/writer stages (with the extensions compressed in the
     writer thread or in encoder threads): the outputs are byte-identical to detect_file's, in the
     batch's order; a file whose second CCD fails leaves no output and no temporary file, a corrupt file
@@ -487,8 +489,12 @@ def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(enco
         rows = detect_file(path, options)
         assert [r["status"] for r in rows] == ["ok"] * 4
     streamed = tmp_path / "streamed"
-    rows, summary = run_batch(paths, DetectOptions(model=str(tiny_checkpoint), out_dir=str(streamed),
-                                                   precision="float32", encoders=encoders), jobs=1, progress=False)
+    with caplog.at_level(logging.INFO, logger="crdetect.pipeline"):
+        rows, summary = run_batch(paths, DetectOptions(model=str(tiny_checkpoint), out_dir=str(streamed),
+                                                       precision="float32", encoders=encoders), jobs=1, progress=False)
+    # the run's account of its stages: 3 files of 4 CCDs and the good CCD of nan_ccd.fits were searched
+    assert "13 images in" in caplog.text and "work per stage: read" in caplog.text
+    assert f"({encoders} encoder threads)" in caplog.text
     assert [r["file"] for r in rows] == [str(p) for p in paths[:3] for _ in range(4)] + [str(p) for p in paths[3:]]
     for path in paths[:3]:
         name = path.stem + "_crmask.fits"
@@ -499,3 +505,11 @@ def test_streamed_batch_equals_file_by_file_detection_and_isolates_failures(enco
     again, _ = run_batch(paths[:2], DetectOptions(model=str(tiny_checkpoint), out_dir=str(streamed),
                                                   skip_existing=True), jobs=1, progress=False)
     assert {r["status"] for r in again} == {"skipped (output exists)"}
+
+
+def test_encoder_threads_only_beside_a_gpu_unless_asked_for():
+    from crdetect.pipeline import DetectOptions, encoder_count
+
+    assert encoder_count(DetectOptions(), "cpu") == 0  # the network keeps every core busy there
+    assert 1 <= encoder_count(DetectOptions(), "cuda:0") <= 8
+    assert encoder_count(DetectOptions(encoders=3), "cpu") == 3 and encoder_count(DetectOptions(encoders=0), "cuda") == 0

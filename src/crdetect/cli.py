@@ -389,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch.compile the network (10-30 s per process; on 2 CPU cores no faster than the "
                              "eager network since BatchNorms are folded: measure with benchmarks/bench_detect.py)")
     detect.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="network arithmetic: auto (default: bfloat16 on CPUs with native bfloat16, "
-                             "AVX512-BF16 or AMX, measured ~2x faster with TPR within 0.002; float32 elsewhere), "
+                        help="network arithmetic: auto (default: float16 on CUDA GPUs, measured TPR within 0.0002; "
+                             "bfloat16 on CPUs with native bfloat16, AVX512-BF16 or AMX, measured ~2x faster with "
+                             "TPR within 0.002; float32 elsewhere), "
                              "float32, bfloat16, float16 (CUDA GPUs); the output header records it (CRPREC)")
     detect.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
     detect.add_argument("--threads", type=_positive_int, default=None,
@@ -398,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "--scheduler); set it to the cores a batch job was given")
     detect.add_argument("--encoders", type=_non_negative_int, default=None,
                         help="threads that compress the outputs while the next file is searched (default: none "
-                             "on a CPU, where the network uses every core; up to 4 beside a GPU); 0: the writer "
+                             "on a CPU, where the network uses every core; up to 8 beside a GPU); 0: the writer "
                              "thread compresses")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")

@@ -555,17 +555,19 @@ def _items(queue, stop, clock: _StageClock | None = None, stage: str = ""):
 
 def encoder_count(options: DetectOptions, device: str) -> int:
     """Threads that encode (compress) the outputs of a streaming run: ``options.encoders`` if given, else none
-    on a CPU (the network keeps every core busy there and the writer thread encodes) and up to 4 beside a GPU.
+    on a CPU (the network keeps every core busy there and the writer thread encodes) and up to 8 (half the
+    cores) beside a GPU.
 
-    Compressing CRPROB takes 0.1 s per DECam CCD, which bounded a GPU run to 6.9 CCDs/s with the writer thread
-    doing it (H200, 2026-11-27). astropy releases the GIL in its Rice coder, so threads share the work.
-    (Processes were slower, 4.5 CCDs/s: shipping 40 MB of maps per CCD through a pipe costs more than it
-    saves.)"""
+    Compressing CRPROB takes about 0.1 s per DECam CCD; astropy releases the GIL in its Rice coder, so threads
+    share the work. On an H200 with 16 cores (results/gpu_session2/bench_detect_e2e_gpu.txt), 24 DECam CCDs
+    end to end: 7.1 CCDs/s with the writer thread encoding, 9.9 / 10.2 / 14.3 with 2 / 4 / 8 encoder threads.
+    (Processes were slower than none, 4.5 CCDs/s: shipping 40 MB of maps per CCD through a pipe costs more
+    than it saves.)"""
     if options.encoders is not None:
         return options.encoders
     if str(device).startswith("cpu"):
         return 0
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def run_streaming(paths: list[Path], outputs: list[Path], options: DetectOptions, record, progress: bool = True,
