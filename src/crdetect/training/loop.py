@@ -24,7 +24,7 @@ from ..data.augment import AugmentSettings, BatchAugmenter, PatchSplit, batch_ge
 from ..inference import resolve_device
 from ..losses import training_loss, validation_loss
 from ..metrics import ScoreAccumulator
-from ..models import create_model
+from ..models import create_model, uses_group_norm
 from ..preprocessing import Preprocessing
 from .config import TrainConfig
 
@@ -99,10 +99,6 @@ class TrainingData:
         n, size = len(self.train), self.config.batch_size
         count = n // size if n > size else 1
         return max(1, count // world) if world > 1 else count
-
-
-def uses_group_norm(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
 
 
 def evaluate_loss_and_dice(model: torch.nn.Module, batches, loss_fn, device: torch.device,
