@@ -7,13 +7,7 @@ set -uo pipefail
 OUT=${OUT:?set OUT}
 DEVICE=${DEVICE:-cuda}
 PRECISION=${PRECISION:-float16}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log_e2e.txt") 2>&1
-if [ -d .whl ] && ! python3 -c "import astropy, galsim" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src
+LOG_NAME=log_e2e.txt source results/gpu_setup.sh
 files=24; [ "$DEVICE" = cpu ] && files=3
 timeout 150 python3 benchmarks/bench_detect.py --device "$DEVICE" --precision "$PRECISION" --tile 0 --files $files \
   --encoders 0 2 4 8 --repeat 2 --no-peers --out "$OUT/bench_detect_e2e_gpu.txt"

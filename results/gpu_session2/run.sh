@@ -22,24 +22,10 @@ DEADLINE=${DEADLINE:-550}    # seconds from the start by which everything is pac
 WORK=${WORK:-/tmp/crdetect_gpu2}
 REAL=${REAL:-$PWD/.real}
 KINDS=elongated=0.3,undersampled=0.2,trailed_sharp=0.1,trailed=0.05,moving=0.05,donut=0.05
-mkdir -p "$OUT" "$WORK"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-export PYTHONUNBUFFERED=1
-started=$SECONDS
-elapsed() { echo $((SECONDS - started)); }
-step() { echo "== $1 at $(elapsed) s"; }
-cpus=$(nproc)
-
-step install
-if [ -d .whl ] && ! python3 -c "import astropy, galsim" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD/tests
+mkdir -p "$WORK"
+source results/gpu_setup.sh
 if [ -f .real/real.tar.xz ] && [ ! -d "$WORK/real" ]; then mkdir -p "$WORK/real" && tar -C "$WORK/real" -xJf .real/real.tar.xz; fi
 [ -d "$WORK/real" ] && REAL=$WORK/real
-python3 -c "import torch, crdetect; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'crdetect', crdetect.__version__)"
-[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 step "predict stage by stage"
 for precision in float16 float32; do

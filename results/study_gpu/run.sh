@@ -24,22 +24,8 @@ DEADLINE=${DEADLINE:-560}    # seconds from the start by which everything is pac
 EVAL_RESERVE=${EVAL_RESERVE:-80}
 WORK=${WORK:-/tmp/crdetect_gpu}
 KINDS=elongated=0.3,undersampled=0.2,trailed_sharp=0.1,trailed=0.05,moving=0.05,donut=0.05
-mkdir -p "$OUT" "$WORK"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-export PYTHONUNBUFFERED=1
-started=$SECONDS
-elapsed() { echo $((SECONDS - started)); }
-step() { echo "== $1 at $(elapsed) s"; }
-cpus=$(nproc)
-
-step install
-if [ -d .whl ] && ! python3 -c "import astropy, galsim" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src:$PWD/tests
-python3 -c "import torch, crdetect; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'crdetect', crdetect.__version__)"
-[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+mkdir -p "$WORK"
+source results/gpu_setup.sh
 
 step "simulate (both sets at once) and the device-path tests on $DEVICE"
 half=$(( cpus > 1 ? cpus / 2 : 1 ))

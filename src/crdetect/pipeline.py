@@ -502,22 +502,18 @@ class _StageClock:
             self.work[stage] += seconds
 
     @contextlib.contextmanager
-    def stage(self, stage: str):
-        """Count the block's time as work of ``stage`` (a thread's whole life, or one task)."""
+    def stage(self, stage: str, sign: float = 1.0):
+        """Count the block's time as work of ``stage`` (a thread's whole life, or one task); with ``sign=-1``
+        take it off (a wait)."""
         started = time.perf_counter()
         try:
             yield
         finally:
-            self.add(stage, time.perf_counter() - started)
+            self.add(stage, sign * (time.perf_counter() - started))
 
-    @contextlib.contextmanager
     def waiting(self, stage: str):
         """Take the block's time off the work of ``stage``."""
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(stage, started - time.perf_counter())
+        return self.stage(stage, -1.0)
 
     def summary(self, seconds: float, images: int) -> str:
         parts = ", ".join(f"{stage} {work:.2f} s" for stage, work in self.work.items())
