@@ -242,3 +242,17 @@ def test_the_shipped_study_config_has_the_ten_rows_of_the_study():
     assert all(r.config.loss == "bce_dice" and r.config.lr == 1e-3 and r.config.optimizer == "adam" for r in rows)
     extra = select_rows(study, ["cosmic_conn_median_weighted"])[0]
     assert extra.config.loss == "median_weighted" and extra.config.model == "cosmic_conn"
+
+
+def test_plateau_divisions_of_the_learning_rate_stop_at_min_lr(tmp_path):
+    from crdetect.preprocessing import Preprocessing
+    from crdetect.training.loop import ModelRun
+
+    config = TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": 4}, lr=1e-3, min_lr=1e-5,
+                         plateau_patience=0)
+    run = ModelRun(config, tmp_path, torch.device("cpu"), Preprocessing())
+    for _ in range(8):  # a validation loss that never improves: a division after every epoch
+        run.scheduler.step(1.0)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="min_lr"):
+        TrainConfig(lr=1e-3, min_lr=1e-2)

@@ -26,6 +26,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | sgd (momentum 0.9, weight decay 1e-4, as in the TransUNet paper)
     weight_decay: float = 0.0
     plateau_patience: int = 3  # epochs without val-loss improvement before the lr is divided by 10
+    min_lr: float = 0.0  # the divisions stop at this rate (0: never; a fine-tune on an H200 fell to 3e-9)
     crop: int | None = None  # random crops (e.g. 128) train faster on CPUs
     sky_boost: float = 1.0
     pedestal_prob: float = 0.0  # bright smooth blobs under training patches (hits on galaxy cores)
@@ -58,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must lie between 0 and lr ({self.lr}), got {self.min_lr}")
 
     def to_yaml(self, path: str | Path) -> None:
         yaml = require("yaml", "train", "training configurations (YAML)")

@@ -146,7 +146,8 @@ class ModelRun:
         self.network = self.network.to(memory_format=self.memory_format)
         self.optimizer = make_optimizer(self.network, config)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.1,
-                                                                    patience=config.plateau_patience)
+                                                                    patience=config.plateau_patience,
+                                                                    min_lr=config.min_lr)
         self.epoch, self.best_val, self.patches_seen, self.seconds = 0, math.inf, 0, 0.0
         last = self.out / "last.pt"
         if last.exists():
