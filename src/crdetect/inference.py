@@ -656,7 +656,7 @@ def check_precision(precision: str, device: torch.device) -> str:
 
     ``bfloat16`` and ``float16`` run the network under ``torch.autocast``. Measured on the shipped models
     (results/bench_detect.txt, results/precision.md): on a 2-core AMD EPYC with AVX512-BF16, bfloat16
-    takes 0.50-0.58x the float32 time, moves TPR on the real frames by at most 0.002 and changes 0.1-0.2 %
+    takes 0.50-0.71x the float32 time, moves TPR on the real frames by at most 0.002 and changes 0.1-0.2 %
     of the flagged pixels; float16 arithmetic changes several times fewer, but on a CPU it is several
     times slower than float32 (no native float16 convolutions): it is meant for CUDA GPUs.
     """
@@ -684,7 +684,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     Other names pass through.
 
     Measured with the shipped ``default`` and ``fast`` (results/precision.md, results/gpu_session2/):
-    on a 2-core AMD EPYC with AVX512-BF16, bfloat16 takes 0.50-0.58x the float32 time and moves TPR on the
+    on a 2-core AMD EPYC with AVX512-BF16, bfloat16 takes 0.50-0.71x the float32 time and moves TPR on the
     real frames by at most 0.002; on an H200, float16 takes the network from 17.8 to 13.8 ms per DECam CCD,
     moves TPR on the real frames by at most 0.0002 and changes 8-10 mask pixels per Mpix."""
     if precision != "auto":
