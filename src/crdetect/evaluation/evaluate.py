@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..baselines import Detector, NetworkDetector, make_baselines
+from ..baselines import Detector, LACosmicDetector, NetworkDetector, make_baselines
 from ..inference import load_detector
 from .benchmark import (iterate_patches, read_run, real_frame_groups, real_frame_samples, results_rows, score_detectors,
                         write_results)
@@ -133,10 +133,15 @@ def _activation_figures(detectors, test_h5: Path, out: Path) -> list[Path]:
 def _prediction_figure(detectors, test_h5: Path, out_path: Path) -> Path:
     """Prediction maps of every detector on the test patch with the most CR pixels."""
     image, truth, _, context = _most_cr_patch(test_h5)
-    predictions = {}
-    for d in detectors:
-        score = d.score(image, context)
-        # networks: probability from the logit; LA-Cosmic: its mask at the default sigclip
-        predictions[d.name] = (score >= d.threshold if d.name == "lacosmic"
-                               else 1 / (1 + np.exp(-np.clip(score, -50, 50))))
+    predictions = {d.name: score_as_probability(d, d.score(image, context)) for d in detectors}
     return plot_prediction_maps(image, truth, predictions, out_path)
+
+
+def score_as_probability(detector: Detector, score: np.ndarray) -> np.ndarray:
+    """A detector's score on the 0-1 scale of the prediction maps: our networks' logits through the sigmoid,
+    LA-Cosmic's mask at its default ``sigclip``, the peers' (deepCR, Cosmic-CoNN) probabilities as they are."""
+    if isinstance(detector, NetworkDetector):
+        return 1 / (1 + np.exp(-np.clip(score, -50, 50)))
+    if isinstance(detector, LACosmicDetector):
+        return (score >= detector.threshold).astype(np.float32)
+    return np.clip(score, 0, 1)
