@@ -205,7 +205,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=0, help="also time N files end to end (crdetect detect vs "
                                                               "astroscrappy reading and writing the same files)")
     parser.add_argument("--encoders", nargs="+", default=["auto"],
-                        help="with --files: compressing processes of the end-to-end runs (auto: crdetect's choice)")
+                        help="with --files: encoder threads of the end-to-end runs (auto: crdetect's choice)")
     parser.add_argument("--no-peers", action="store_true", help="time crdetect only (a quick check of a change)")
     parser.add_argument("--peers-on-cpu", action="store_true", help="with --device cuda, keep deepCR on the CPU")
     parser.add_argument("--out", default=None, help="also write the report to this file")

@@ -155,7 +155,6 @@ def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: i
     saturation: where the noise is under a per cent of the sky (1000 +- 10 ADU), the brightest noise
     pixels of an empty frame are themselves "within a per cent" of each other.
     """
-
     peak = float(np.max(image, where=np.isfinite(image), initial=-np.inf))
     if not peak > 0:
         return None

@@ -250,7 +250,7 @@ def _read_sciences(hdul, path: Path, options: DetectOptions):
     return shift, sciences()
 
 
-def _search(science, detector, options: DetectOptions, path: Path, extver: int, base: dict) -> tuple[list, dict]:
+def _search(science, detector, options: DetectOptions, path: Path, extver: int, base: dict) -> tuple:
     """Detect CRs in one science image: its output extensions and its summary row (drops its pixels)."""
     from .data.fits_io import crdetect_extensions
     from .frame import Frame
@@ -269,9 +269,11 @@ def _search(science, detector, options: DetectOptions, path: Path, extver: int, 
     science.data = None  # not written again: the input's bytes are copied
     extensions = crdetect_extensions(science, result, cleaned, detector.name, detector.precision, extver=extver,
                                      grow=options.grow)
-    row = {**base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": np.count_nonzero(result.mask),
-           "cr_fraction": result.cr_fraction, "nonfinite_pixels": np.count_nonzero(result.nonfinite),
-           "masked_pixels": 0 if science.mask is None else np.count_nonzero(science.mask), "status": "ok"}
+    # the counts the extensions' headers carry, not counted again on the detection thread
+    cards = {key: value for key, value, _ in extensions.cards}
+    row = {**base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": cards["CRNPIX"],
+           "cr_fraction": cards["CRNPIX"] / max(int(np.prod(shape)), 1), "nonfinite_pixels": cards["CRNBAD"],
+           "masked_pixels": cards["CRNMASK"], "status": "ok"}
     return extensions, row
 
 

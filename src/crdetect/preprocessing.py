@@ -128,7 +128,6 @@ def frame_statistics_torch(image: "torch.Tensor", ignore: "torch.Tensor | None" 
     ``mad_std``, in float64. A tensor in CPU memory is handed to the numpy function (no copy): torch's CPU
     kernels for the boolean selections here are 10-20x slower than numpy's (measured on 2048 x 4096).
     """
-
     if image.device.type == "cpu":
         return frame_statistics(image.numpy(), None if ignore is None else ignore.numpy())
     return _frame_statistics_in_torch(image, ignore)

@@ -416,8 +416,6 @@ def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None,
         return [read_science(hdul, plan, path) for plan in select_science(hdul, hdu, use_file_masks, path)]
 
 
-
-
 def required_header_number(value: float | None, header, keywords, what: str, source: str) -> float:
     """``value`` if given, else the first of ``keywords`` in ``header``; a clear error naming the option if neither."""
     found = value if value is not None else header_number(header, keywords)
