@@ -108,7 +108,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             noise_from_header=args.noise_from_header, compile=args.compile,
                             precision=args.precision, threads=args.threads, mask_only=args.mask_only,
                             file_masks=not args.no_file_mask, grow=args.grow, bad_pixel_mask=args.bad_pixel_mask,
-                            encoders=args.encoders)
+                            encoders=args.encoders, source_veto=not args.no_source_veto)
     if args.bad_pixel_mask:  # a missing or unreadable mask file fails once, before any work
         from .data.fits_io import open_fits
 
@@ -271,7 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             "(simulated trailed and elongated sources)")
     baselines = [b for b in args.baselines.split(",") if b] if args.baselines else []
     rows = evaluate(args.runs, args.data, args.out, baselines, args.real, args.max_val_patches,
-                    args.max_test_patches, args.device, progress=not args.quiet, source_frames_per_kind=args.sources)
+                    args.max_test_patches, args.device, progress=not args.quiet, source_frames_per_kind=args.sources,
+                    source_veto=args.source_veto)
     for table in ("results.md", "sources.md"):
         if (Path(args.out) / table).exists():
             print((Path(args.out) / table).read_text())
@@ -393,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "bfloat16 on CPUs with native bfloat16, AVX512-BF16 or AMX, measured ~2x faster with "
                              "TPR within 0.002; float32 elsewhere), "
                              "float32, bfloat16, float16 (CUDA GPUs); the output header records it (CRPREC)")
+    detect.add_argument("--no-source-veto", action="store_true",
+                        help="keep every region the network flags; by default regions that look like stars (smooth, "
+                             "with a PSF's wings: trailed, elongated or undersampled stars) are taken out "
+                             "(crdetect.veto; the header counts them in CRNVETO)")
     detect.add_argument("--jobs", type=_positive_int, default=1, help="worker processes on this machine (default 1)")
     detect.add_argument("--threads", type=_positive_int, default=None,
                         help="torch threads per process (default: every core, or 1 per worker with --jobs or "
@@ -528,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sources", type=_number_type(int, 0, what="a number of frames >= 0"), default=0,
                           metavar="N", help="also score false detections on trailed, elongated, moving, "
                                             "undersampled and donut sources: N simulated frames per kind")
+    evaluate.add_argument("--source-veto", choices=["on", "off", "both"], default="on",
+                          help="score the networks with the source veto (crdetect.veto; on, as crdetect detect runs "
+                               "them), without it, or both ways (rows NAME and NAME-noveto)")
     evaluate.add_argument("--max-val-patches", type=int, default=None)
     evaluate.add_argument("--max-test-patches", type=int, default=None)
     evaluate.add_argument("--device", default="auto")

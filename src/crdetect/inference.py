@@ -25,6 +25,7 @@ from .errors import InputError
 from .models import create_model, uses_group_norm
 from .models.layers import fold_batch_norms, pad_to_multiple
 from .preprocessing import FrameStatistics, Preprocessing, frame_statistics, frame_statistics_torch
+from .veto import veto_sources
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class DetectionResult:
         Sky and noise used to normalise the frame.
     masked : ndarray of bool or None
         The input mask (bad pixels given by the caller or the file), never flagged; None if there was none.
+    vetoed : ndarray of bool or None
+        Regions the network flagged that the source veto took for stars (:mod:`crdetect.veto`):
+        probability 0, logit -inf, never flagged. None when the veto was off.
     """
 
     probability: np.ndarray
@@ -69,6 +73,7 @@ class DetectionResult:
     threshold: float
     statistics: FrameStatistics
     masked: np.ndarray | None = None
+    vetoed: np.ndarray | None = None
 
     @property
     def cr_fraction(self) -> float:
@@ -407,11 +412,13 @@ class CRDetector:
         Metadata of the checkpoint the model came from.
     precision : {"float32", "bfloat16", "float16"}
         Arithmetic of the network's convolutions (:func:`check_precision`); float32 by default.
+    source_veto : bool
+        Take flagged regions that look like stars out of the mask (:mod:`crdetect.veto`); on by default.
     """
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing | None = None, threshold: float = 0.5,
                  device: str | torch.device = "auto", name: str | None = None,
-                 info: CheckpointInfo | None = None, precision: str = "float32") -> None:
+                 info: CheckpointInfo | None = None, precision: str = "float32", source_veto: bool = True) -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(resolve_precision(precision, self.device), self.device)
         # a copy with BatchNorms folded into their convolutions (faster; the caller's module is untouched)
@@ -424,6 +431,7 @@ class CRDetector:
         self.model = self.model.to(memory_format=self.memory_format)
         self.preprocessing = preprocessing or Preprocessing()
         self.threshold = float(threshold)
+        self.source_veto = bool(source_veto)
         self.name = name or getattr(self.model, "model_name", type(self.model).__name__)
         self.info = info
         self.network = self.model  # the eager module (attributes; ``self.model`` may be compiled)
@@ -441,7 +449,7 @@ class CRDetector:
 
     def __repr__(self) -> str:
         return (f"CRDetector(name={self.name!r}, threshold={self.threshold}, device={str(self.device)!r}, "
-                f"precision={self.precision!r})")
+                f"precision={self.precision!r}, source_veto={self.source_veto})")
 
     @property
     def pad_multiple(self) -> int:
@@ -454,7 +462,7 @@ class CRDetector:
     def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 statistics: FrameStatistics | None = None, saturation: float | None = None,
-                mask=None, return_logits: bool = True) -> DetectionResult:
+                mask=None, return_logits: bool = True, source_veto: bool | None = None) -> DetectionResult:
         """Probability map, mask and diagnostics for one frame.
 
         Parameters
@@ -487,6 +495,9 @@ class CRDetector:
         return_logits : bool
             Keep the logits in the result (for ROC curves); without them the probability is computed in
             their place, saving 4 bytes per pixel (``crdetect detect`` does not need them).
+        source_veto : bool, optional
+            Take flagged regions that look like stars (smooth, with wings) out of the mask
+            (:mod:`crdetect.veto`); the detector's setting (on by default) when omitted.
         """
         from .frame import Frame
 
@@ -496,7 +507,8 @@ class CRDetector:
                 mask = frame.mask if mask is None else (np.asarray(mask) != 0) | frame.mask
             saturation = frame.saturation if saturation is None else saturation
             options = dict(threshold=threshold, tile=tile, overlap=overlap, batch_size=batch_size,
-                           statistics=statistics, saturation=saturation, return_logits=return_logits)
+                           statistics=statistics, saturation=saturation, return_logits=return_logits,
+                           source_veto=source_veto)
             if frame.section is not None:
                 return self._predict_section(frame.data, frame.section, mask, **options)
             return self.predict(frame.data, mask=mask, **options)
@@ -539,7 +551,16 @@ class CRDetector:
             flagged = (probability >= threshold) & ~never
             probability, flagged, nonfinite, logits, protected = to_host(
                 [probability, flagged, nonfinite, logits if return_logits else None, protected])
-            return DetectionResult(probability, flagged, nonfinite, logits, protected, threshold, stats, input_mask)
+        vetoed = None
+        if (self.source_veto if source_veto is None else source_veto) and flagged.any():
+            unusable = nonfinite if input_mask is None else nonfinite | input_mask
+            vetoed = veto_sources(image, flagged, stats.sigma, unusable)
+            if vetoed.any():
+                flagged &= ~vetoed
+                probability[vetoed] = 0.0
+                if logits is not None:
+                    logits[vetoed] = -np.inf
+        return DetectionResult(probability, flagged, nonfinite, logits, protected, threshold, stats, input_mask, vetoed)
 
     def _predict_section(self, image, section, mask, **options) -> DetectionResult:
         """:meth:`predict` on ``image[section]`` only, embedded in a result of the full frame's shape.
@@ -562,7 +583,8 @@ class CRDetector:
 
         return replace(inner, probability=embed(inner.probability, 0), mask=embed(inner.mask, False),
                        nonfinite=embed(inner.nonfinite, False), logits=embed(inner.logits, -np.inf),
-                       protected=embed(inner.protected, False), masked=embed(inner.masked, False))
+                       protected=embed(inner.protected, False), masked=embed(inner.masked, False),
+                       vetoed=embed(inner.vetoed, False))
 
     def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None,
@@ -727,7 +749,8 @@ def is_untrained_name(model) -> bool:
 
 
 def load_detector(model: str | os.PathLike | nn.Module = "default", device: str | torch.device = "auto",
-                  threshold: float | None = None, compile: bool = False, precision: str = "float32") -> CRDetector:
+                  threshold: float | None = None, compile: bool = False, precision: str = "float32",
+                  source_veto: bool = True) -> CRDetector:
     """Build a :class:`CRDetector` from a shipped model name, a registry name, a checkpoint or a module.
 
     Parameters
@@ -744,6 +767,8 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
     precision : {"float32", "bfloat16", "float16"}
         Arithmetic of the network (:func:`check_precision`): float32 (default, exact), bfloat16 (about 2x
         faster on recent CPUs), float16 (for CUDA GPUs).
+    source_veto : bool
+        Take flagged regions that look like stars out of the mask (:mod:`crdetect.veto`; on by default).
     """
     if isinstance(model, nn.Module):
         detector = CRDetector(model, device=device, precision=precision)
@@ -766,4 +791,5 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
             detector = CRDetector(create_model(spec), device=device, name=f"{spec} (untrained)", precision=precision)
     if threshold is not None:
         detector.threshold = check_threshold(threshold)
+    detector.source_veto = bool(source_veto)
     return detector.compile() if compile else detector

@@ -52,6 +52,7 @@ class DetectOptions:
     bad_pixel_mask: str | None = None  # a separate FITS mask (non-zero = bad) for every input
     grow: int = 0  # grow the CR mask by this many pixels
     encoders: int | None = None  # threads compressing outputs (None: several beside a GPU, none on a CPU)
+    source_veto: bool = True  # take flagged regions that look like stars out of the mask (crdetect.veto)
 
 
 def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -126,7 +127,7 @@ def frame_noise(frame, options: DetectOptions, source: str):
 
 @functools.lru_cache(maxsize=2)
 def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False,
-                    precision: str = "auto"):
+                    precision: str = "auto", source_veto: bool = True):
     """One detector per process, loaded on first use (the CLI's up-front check fills the cache)."""
     import torch
 
@@ -134,13 +135,14 @@ def cached_detector(model: str, device: str, threshold: float | None, threads: i
 
     if threads:
         torch.set_num_threads(threads)
-    return load_detector(model, device=device, threshold=threshold, compile=compile, precision=precision)
+    return load_detector(model, device=device, threshold=threshold, compile=compile, precision=precision,
+                         source_veto=source_veto)
 
 
 def detector_for(options: DetectOptions):
     """The process's cached detector for ``options``."""
     return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile,
-                           options.precision)
+                           options.precision, options.source_veto)
 
 
 def hdu_suffix(hdu: str | int | None) -> str:

@@ -72,7 +72,7 @@ class SimulationConfig:
     # Sources that are not round (none in the DECam benchmark; the evaluation set of
     # crdetect.evaluation.sources and training against false detections on them use these):
     trail_px: tuple[float, float] = (0.0, 0.0)  # non-sidereal tracking: every source trailed this long, px
-    psf_ellipticity: tuple[float, float] = (0.0, 0.0)  # guiding errors, wind shake: PSF shear |g| per frame
+    psf_ellipticity: tuple[float, float] = (0.0, 0.0)  # guiding errors, wind shake: PSF 1 - b/a per frame
     donut_fraction: float = 0.0  # fraction of frames with a defocused (donut) PSF
     moving_objects: tuple[int, int] = (0, 0)  # asteroids per frame, each trailed in its own direction
     moving_trail_px: tuple[float, float] = (5.0, 60.0)
@@ -155,8 +155,8 @@ def _wing_fraction(flux: float, fwhm_arcsec: float, beta: float, level: float = 
 
 
 def _psf(galsim, rng: np.random.Generator, config: SimulationConfig, fwhm: float):
-    """The frame's PSF: a Moffat, defocused into a donut in ``donut_fraction`` of frames, sheared by a
-    |g| drawn from ``psf_ellipticity`` (guiding errors, wind shake)."""
+    """The frame's PSF: a Moffat, defocused into a donut in ``donut_fraction`` of frames, smeared along one
+    direction to an ellipticity 1 - b/a drawn from ``psf_ellipticity`` (guiding errors, wind shake)."""
     psf = galsim.Moffat(beta=config.moffat_beta, fwhm=fwhm)
     if config.donut_fraction and rng.random() < config.donut_fraction:
         # a defocused telescope images its pupil: a uniform annulus (central obstruction) blurred by the seeing
@@ -166,9 +166,16 @@ def _psf(galsim, rng: np.random.Generator, config: SimulationConfig, fwhm: float
         pupil = galsim.Add([galsim.TopHat(outer, flux=area_out / (area_out - area_in)),
                             galsim.TopHat(inner, flux=-area_in / (area_out - area_in))])
         psf = galsim.Convolve(pupil, psf)
-    g = rng.uniform(*config.psf_ellipticity) if config.psf_ellipticity[1] > 0 else 0.0
-    if g > 0:
-        psf = psf.shear(g=min(g, 0.95), beta=rng.uniform(0, np.pi) * galsim.radians)
+    ellipticity = rng.uniform(*config.psf_ellipticity) if config.psf_ellipticity[1] > 0 else 0.0
+    if ellipticity > 0:
+        # guiding errors and wind shake smear the seeing disc along one direction; they never make it narrower
+        # across (a shear would: at |g| 0.8 it took a 4 px seeing disc to 1.3 px across, sharper than the
+        # seeing allows). A Gaussian smear of FWHM w makes the long axis about sqrt(fwhm^2 + w^2) (within
+        # 0.05 of the intended 1 - b/a by adaptive moments), the short axis stays the seeing's
+        ellipticity = min(ellipticity, 0.9)
+        smear_fwhm = fwhm * np.sqrt(1 / (1 - ellipticity) ** 2 - 1)
+        smear = galsim.Gaussian(fwhm=1.0).transform(smear_fwhm, 0.0, 0.0, 0.01 * fwhm)
+        psf = galsim.Convolve(psf, smear.rotate(rng.uniform(0, np.pi) * galsim.radians)).withFlux(1.0)
     return psf
 
 

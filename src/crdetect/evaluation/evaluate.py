@@ -21,17 +21,24 @@ logger = logging.getLogger(__name__)
 def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, baselines: list[str],
              real_root: str | Path | None = None, max_val_patches: int | None = None,
              max_test_patches: int | None = None, device: str = "auto", progress: bool = True,
-             source_frames_per_kind: int = 0) -> list[dict]:
+             source_frames_per_kind: int = 0, source_veto: str = "on") -> list[dict]:
     """Evaluate every run directory (or checkpoint) and baseline; returns the table rows.
 
     With ``source_frames_per_kind`` > 0 the detectors are also scored for false detections on trailed and
     elongated sources (:mod:`crdetect.evaluation.sources`): ``sources.md`` and ``sources.csv``.
+    ``source_veto`` scores the networks with the source veto (:mod:`crdetect.veto`, ``"on"``, as ``crdetect
+    detect`` runs them), without it (``"off"``) or both ways (``"both"``: rows ``NAME`` and ``NAME-noveto``).
     """
+    if source_veto not in ("on", "off", "both"):
+        raise ValueError(f"source_veto must be 'on', 'off' or 'both', got {source_veto!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     infos = {info.name: info for info in (read_run(r) for r in runs)}
-    detectors: list[Detector] = [NetworkDetector(load_detector(info.checkpoint, device=device), name=name, tile=None)
-                                 for name, info in infos.items()]
+    vetoes = {"on": [(True, "")], "off": [(False, "")], "both": [(True, ""), (False, "-noveto")]}[source_veto]
+    detectors: list[Detector] = [NetworkDetector(load_detector(info.checkpoint, device=device, source_veto=veto),
+                                                 name=name + suffix, tile=None)
+                                 for name, info in infos.items() for veto, suffix in vetoes]
+    infos.update({name + suffix: info for name, info in list(infos.items()) for _, suffix in vetoes if suffix})
     detectors += make_baselines(baselines)
     extra = {}
     if source_frames_per_kind:
