@@ -9,7 +9,10 @@ each flagged region (8-connected component of the mask) on the image itself, wit
 - **Sharpness.** A cosmic ray deposits its charge without passing through the atmosphere and the optics:
   its edges are sharper than the PSF allows. LA-Cosmic's test (van Dokkum 2001) compares the positive
   Laplacian with the fine-structure image (median3 - median7 of median3): a region none of whose pixels
-  reaches ``SHARP_RATIO`` times its fine structure is as smooth as a source. (LA-Cosmic's ``objlim`` of 5 is
+  reaches ``SHARP_RATIO`` times its fine structure is as smooth as a source. As in LA-Cosmic, only pixels
+  whose Laplacian stands out of the noise (``SIGNIFICANT_LAPLACIAN`` sigma) are judged: on a dark sky the
+  faint rim of a large region always holds a pixel where noise over a vanishing fine structure makes a
+  large ratio (a region without such a pixel is judged on all its pixels). (LA-Cosmic's ``objlim`` of 5 is
   the same ratio at 10 in these units: its Laplacian is taken on a 2x oversampled image and halved.)
 - **Wings.** A star's light does not stop at the edge of what the network flagged: the PSF's wings go on.
   The charge of a hit does (charge diffusion spreads it by well under a pixel). So a smooth region is a
@@ -37,8 +40,10 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-#: Below this ratio of the positive Laplacian to the fine structure, in every pixel, a region is smooth.
+#: Below this ratio of the positive Laplacian to the fine structure, in every judged pixel, a region is smooth.
 SHARP_RATIO = 3.0
+#: Pixels are judged where the Laplacian exceeds this many times its noise on flat sky.
+SIGNIFICANT_LAPLACIAN = 5.0
 #: Below this, a region is smooth even for a star without visible wings (see ``SMALL_PIXELS``).
 SMOOTH_RATIO = 2.0
 #: Mean level 2-3 px outside a region, as a fraction of its edge level, that makes wings.
@@ -54,11 +59,13 @@ FINE_FLOOR_SIGMA = 0.1
 
 _EIGHT = np.ones((3, 3), bool)
 _LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]) / 4.0
+_LAPLACIAN_NOISE = float(np.sqrt((_LAPLACIAN**2).sum()))  # its noise on white noise of unit sigma (1.118)
 _MARGIN = 10  # pixels of context around a region: the fine structure's 4 and the background annulus' 9
 
 
-def sharpness(cut: np.ndarray, sigma: float) -> np.ndarray:
-    """Positive Laplacian over LA-Cosmic's fine-structure image (floored at ``FINE_FLOOR_SIGMA`` sigma).
+def sharpness(cut: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positive Laplacian over LA-Cosmic's fine-structure image (floored at ``FINE_FLOOR_SIGMA`` sigma), and
+    where the Laplacian is significant (``SIGNIFICANT_LAPLACIAN`` times its noise for ``sigma``).
 
     Parameters
     ----------
@@ -70,7 +77,7 @@ def sharpness(cut: np.ndarray, sigma: float) -> np.ndarray:
     laplacian = np.clip(ndimage.convolve(cut, _LAPLACIAN, mode="nearest"), 0, None)
     smoothed = ndimage.median_filter(cut, 3, mode="nearest")
     fine = np.maximum(smoothed - ndimage.median_filter(smoothed, 7, mode="nearest"), FINE_FLOOR_SIGMA * sigma)
-    return laplacian / fine
+    return laplacian / fine, laplacian >= SIGNIFICANT_LAPLACIAN * _LAPLACIAN_NOISE * sigma
 
 
 def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[float, float, float, float]:
@@ -94,7 +101,9 @@ def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[fl
 def is_source(cut: np.ndarray, region: np.ndarray, sigma: float) -> bool:
     """Whether the flagged ``region`` (bool, of ``cut``'s shape, at least ``_MARGIN`` px from the cut's
     edges where the frame allows) looks like a source rather than a cosmic ray (see the module docstring)."""
-    smoothness = float(sharpness(cut, sigma)[region].max())
+    ratio, significant = sharpness(cut, sigma)
+    judged = region & significant
+    smoothness = float(ratio[judged if judged.any() else region].max())
     if smoothness >= SHARP_RATIO:
         return False
     wings, edge, wing_noise, peak = _surroundings(cut, region, sigma)
