@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crdetect.veto import SMALL_PIXELS, is_source, sharpness, veto_sources
+from crdetect.veto import SMALL_PIXELS, sharpness, sharpness_at, veto_sources
 
 SIGMA = 10.0
 SKY = 1000.0
@@ -53,7 +53,7 @@ def test_a_bright_diffusion_spot_without_wings_stays_a_cosmic_ray():
     image = _sky() + spot
     mask = spot > 0
     assert mask.sum() > SMALL_PIXELS
-    assert not is_source(image, mask, SIGMA)
+    assert not veto_sources(image, mask, SIGMA).any()
 
 
 def test_a_faint_undersampled_star_flagged_to_the_noise_is_vetoed():
@@ -62,6 +62,25 @@ def test_a_faint_undersampled_star_flagged_to_the_noise_is_vetoed():
     mask = star > 2 * SIGMA  # the whole star, no wings left outside
     assert sharpness(image, SIGMA)[0][mask].max() < 2
     assert veto_sources(image, mask, SIGMA)[mask].all()
+
+
+def test_sharpness_at_pixels_equals_lacosmics_filters():
+    """The medians at the flagged pixels only equal LA-Cosmic's filters over the whole image (edges extended)."""
+    from scipy import ndimage
+
+    image = _sky((40, 50), seed=5)
+    image[20, 10:30] += 30 * SIGMA
+    image[5:9, 40:44] += 20 * SIGMA
+    laplacian = np.clip(ndimage.convolve(image, np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]]) / 4, mode="nearest"),
+                        0, None)
+    smoothed = ndimage.median_filter(image, 3, mode="nearest")
+    fine = np.maximum(smoothed - ndimage.median_filter(smoothed, 7, mode="nearest"), 0.1 * SIGMA)
+    ratio, significant = sharpness(image, SIGMA)
+    np.testing.assert_allclose(ratio, laplacian / fine, rtol=2e-3, atol=1e-3)  # float32 against float64
+    np.testing.assert_array_equal(significant, laplacian >= 5 * 1.118034 * SIGMA)
+    assert significant.sum() > 10
+    ys, xs = np.array([0, 20, 39, 7]), np.array([0, 15, 49, 41])
+    np.testing.assert_allclose(sharpness_at(image, ys, xs, SIGMA)[0], (laplacian / fine)[ys, xs], rtol=2e-3, atol=1e-3)
 
 
 def test_veto_handles_empty_masks_edges_and_unusable_pixels():

@@ -272,7 +272,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     baselines = [b for b in args.baselines.split(",") if b] if args.baselines else []
     rows = evaluate(args.runs, args.data, args.out, baselines, args.real, args.max_val_patches,
                     args.max_test_patches, args.device, progress=not args.quiet, source_frames_per_kind=args.sources,
-                    source_veto=args.source_veto)
+                    source_veto=args.source_veto, sources_seed=args.sources_seed)
     for table in ("results.md", "sources.md"):
         if (Path(args.out) / table).exists():
             print((Path(args.out) / table).read_text())
@@ -533,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sources", type=_number_type(int, 0, what="a number of frames >= 0"), default=0,
                           metavar="N", help="also score false detections on trailed, elongated, moving, "
                                             "undersampled and donut sources: N simulated frames per kind")
+    evaluate.add_argument("--sources-seed", type=_number_type(int, 0, what="a seed >= 0"), default=0,
+                          help="seed of the --sources frames (default 0; another seed is a fresh set of the same kinds)")
     evaluate.add_argument("--source-veto", choices=["on", "off", "both"], default="on",
                           help="score the networks with the source veto (crdetect.veto; on, as crdetect detect runs "
                                "them), without it, or both ways (rows NAME and NAME-noveto)")

@@ -21,12 +21,13 @@ logger = logging.getLogger(__name__)
 def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, baselines: list[str],
              real_root: str | Path | None = None, max_val_patches: int | None = None,
              max_test_patches: int | None = None, device: str = "auto", progress: bool = True,
-             source_frames_per_kind: int = 0, source_veto: str = "on") -> list[dict]:
+             source_frames_per_kind: int = 0, source_veto: str = "on", sources_seed: int = 0) -> list[dict]:
     """Evaluate every run directory (or checkpoint) and baseline; returns the table rows.
 
     With ``source_frames_per_kind`` > 0 the detectors are also scored for false detections on trailed and
     elongated sources (:mod:`crdetect.evaluation.sources`): ``sources.md`` and ``sources.csv``.
-    ``source_veto`` scores the networks with the source veto (:mod:`crdetect.veto`, ``"on"``, as ``crdetect
+    ``sources_seed`` picks those frames (0, the default, is the set the shipped models were judged on; another
+    seed is a fresh set of the same kinds). ``source_veto`` scores the networks with the source veto (:mod:`crdetect.veto`, ``"on"``, as ``crdetect
     detect`` runs them), without it (``"off"``) or both ways (``"both"``: rows ``NAME`` and ``NAME-noveto``).
     """
     if source_veto not in ("on", "off", "both"):
@@ -43,7 +44,7 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
     extra = {}
     if source_frames_per_kind:
         extra[f"False detections on sources ({source_frames_per_kind} simulated frames per kind)"] = \
-            _evaluate_sources(detectors, source_frames_per_kind, out, progress)
+            _evaluate_sources(detectors, source_frames_per_kind, out, progress, sources_seed)
     if data_dir is None and real_root is None:
         write_report(out, "", [], notes=f"runs: {', '.join(infos)}; baselines: {', '.join(baselines) or 'none'}",
                      extra_tables=extra)
@@ -77,17 +78,17 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
     return rows
 
 
-def _evaluate_sources(detectors, frames_per_kind: int, out: Path, progress: bool) -> str:
+def _evaluate_sources(detectors, frames_per_kind: int, out: Path, progress: bool, seed: int = 0) -> str:
     """Score false detections on trailed/elongated sources; writes sources.md and sources.csv."""
     import csv
     from dataclasses import asdict
 
     from .sources import evaluate_sources, sources_table
 
-    rows = evaluate_sources(detectors, frames_per_kind, progress=progress)
+    rows = evaluate_sources(detectors, frames_per_kind, seed=seed, progress=progress)
     table = sources_table(rows)
     (out / "sources.md").write_text(f"False detections on sources ({frames_per_kind} simulated 1024 x 1024 frames "
-                                    f"per kind; crdetect.evaluation.sources)\n\n{table}\n")
+                                    f"per kind, seed {seed}; crdetect.evaluation.sources)\n\n{table}\n")
     with open(out / "sources.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(asdict(rows[0])))
         writer.writeheader()
