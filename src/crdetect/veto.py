@@ -54,6 +54,12 @@ WING_SIGNIFICANCE = 3.0
 #: without wings: too small or too faint for a diffusion spot.
 SMALL_PIXELS = 12
 FAINT_SIGMA = 30.0
+#: Smooth regions at least this elongated (axis ratio) that share one direction within ``TRAIL_ANGLE_DEG``
+#: degrees, at least ``TRAIL_COUNT`` of them and most of the smooth elongated regions, mark a frame trailed
+#: by non-sidereal tracking; those along it are vetoed.
+TRAIL_ELONGATION = 3.0
+TRAIL_ANGLE_DEG = 5.0
+TRAIL_COUNT = 5
 #: The fine-structure floor in units of the noise (keeps the ratio finite on flat sky).
 FINE_FLOOR_SIGMA = 0.1
 
@@ -133,6 +139,40 @@ def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[fl
     return wings, float(np.median(cut[edge])) - background, wing_noise, float(cut[region].max()) - background
 
 
+def _axis(region: np.ndarray) -> tuple[float, float]:
+    """(elongation, angle in degrees [0, 180)) of a region from its pixels' second moments."""
+    ys, xs = np.nonzero(region)
+    if ys.size < 3:
+        return 1.0, 0.0
+    cov = np.cov(np.vstack([xs, ys])) + np.eye(2) / 12.0  # a pixel's own extent
+    values, vectors = np.linalg.eigh(cov)
+    angle = float(np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))) % 180.0
+    return float(np.sqrt(values[1] / values[0])), angle
+
+
+def _angle_between(a: float, b: float) -> float:
+    """Difference of two axial directions in degrees (0-90)."""
+    difference = abs(a - b) % 180.0
+    return min(difference, 180.0 - difference)
+
+
+def tracking_direction(axes: list[tuple[float, float]]) -> float | None:
+    """The direction (degrees) shared by the elongated ones of ``axes`` ((elongation, angle) of smooth
+    regions), or None when they do not share one: at least ``TRAIL_COUNT`` of them, and more than half,
+    within ``TRAIL_ANGLE_DEG`` of it."""
+    angles = np.array([angle for elongation, angle in axes if elongation >= TRAIL_ELONGATION])
+    if angles.size < TRAIL_COUNT:
+        return None
+    within = [sum(_angle_between(a, b) <= TRAIL_ANGLE_DEG for b in angles) for a in angles]
+    best = int(np.argmax(within))
+    if within[best] < TRAIL_COUNT or within[best] <= angles.size / 2:
+        return None
+    members = angles[[_angle_between(angles[best], b) <= TRAIL_ANGLE_DEG for b in angles]]
+    # the circular mean of the members (axial: doubled angles)
+    doubled = np.radians(2 * members)
+    return float(np.degrees(np.arctan2(np.sin(doubled).mean(), np.cos(doubled).mean())) / 2) % 180.0
+
+
 def smooth_is_source(cut: np.ndarray, region: np.ndarray, smoothness: float, sigma: float) -> bool:
     """Whether a smooth flagged ``region`` (bool, of ``cut``'s shape, at least ``_MARGIN`` px from the cut's
     edges where the frame allows; ``smoothness`` its sharpness, below ``SHARP_RATIO``) is a source: it has
@@ -185,13 +225,25 @@ def veto_sources(image: np.ndarray, mask: np.ndarray, sigma: float, unusable: np
     height, width = mask.shape
     boxes = ndimage.find_objects(labels)
     smooth = [index for index in range(1, count + 1) if smoothness[index] < SHARP_RATIO]
+    regions, axes = {}, {}
     for index in smooth:
         box = boxes[index - 1]
         padded = (slice(max(box[0].start - _MARGIN, 0), min(box[0].stop + _MARGIN, height)),
                   slice(max(box[1].start - _MARGIN, 0), min(box[1].stop + _MARGIN, width)))
         region = labels[padded] == index
+        regions[index] = padded, region
+        axes[index] = _axis(region)
         if smooth_is_source(np.asarray(image[padded], np.float64), region, float(smoothness[index]), sigma):
             vetoed[padded] |= region
+    # non-sidereal tracking trails every star the same way: smooth elongated regions that share one
+    # direction are trails, even flagged down to the noise with no wings left (a hit's direction is random)
+    direction = tracking_direction([axes[i] for i in smooth])
+    if direction is not None:
+        for index in smooth:
+            elongation, angle = axes[index]
+            if elongation >= TRAIL_ELONGATION and _angle_between(angle, direction) <= TRAIL_ANGLE_DEG:
+                padded, region = regions[index]
+                vetoed[padded] |= region
     logger.debug("source veto: %d of %d flagged regions smooth, %d px taken for sources", len(smooth), count,
                  np.count_nonzero(vetoed))
     return vetoed
