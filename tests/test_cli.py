@@ -306,3 +306,16 @@ def test_probability_is_stored_in_16_bit_steps_and_read_back_as_floats():
         assert stored.dtype.kind == "f"
     assert np.abs(stored - probability).max() <= PROBABILITY_BSCALE / 2 + 1e-7
     np.testing.assert_allclose(stored[0, :3], [0.0, 1.0, 0.5], atol=1e-7)
+
+
+def test_source_veto_is_counted_in_the_header_and_can_be_turned_off(tmp_path):
+    """The shipped default on the bundled frame: CRNVETO counts the vetoed pixels (-1 with the veto off), and
+    the mask with the veto plus the vetoed pixels is the mask without it."""
+    masks = {}
+    for flag, name in (([], "on"), (["--no-source-veto"], "off")):
+        assert main(["detect", "--sample", "--precision", "float32", "--out-dir", str(tmp_path / name), "-q"] + flag) == 0
+        with fits.open(tmp_path / name / "saao_a8280271_crmask.fits") as hdul:
+            masks[name] = (hdul["CRMASK"].data > 0, hdul["CRMASK"].header["CRNVETO"], hdul["CRMASK"].header["CRNPIX"])
+    (on, vetoed, flagged_on), (off, off_count, flagged_off) = masks["on"], masks["off"]
+    assert off_count == -1 and vetoed >= 0
+    assert not (on & ~off).any() and flagged_off - flagged_on == vetoed == (off & ~on).sum()

@@ -129,3 +129,36 @@ def test_shipped_models_leave_sharp_trails_and_undersampled_stars_alone():
         assert kept.source_px_per_mpix > 0
         assert vetoed.source_px_per_mpix < 0.7 * kept.source_px_per_mpix
         assert vetoed.cr_found > kept.cr_found - 0.02
+
+
+def test_tracking_direction_needs_most_elongated_smooth_regions_aligned():
+    from crdetect.veto import tracking_direction
+
+    aligned = [(6.0, 30.0), (5.0, 31.5), (8.0, 28.5), (4.0, 30.5), (7.0, 29.0), (1.2, 100.0), (5.0, 120.0)]
+    assert tracking_direction(aligned) == pytest.approx(29.9, abs=0.5)
+    assert tracking_direction(aligned[:4]) is None  # too few
+    scattered = [(6.0, a) for a in (0, 25, 50, 75, 100, 125, 150, 175)]
+    assert tracking_direction(scattered) is None
+    across_zero = [(6.0, a) for a in (178.0, 179.0, 0.5, 1.0, 2.0)]
+    direction = tracking_direction(across_zero)
+    assert min(direction, 180 - direction) < 2
+
+
+def test_trailed_frame_regions_along_the_tracking_are_vetoed_without_wings():
+    """Under non-sidereal tracking the network may flag whole trails, down to the noise (no wings left
+    outside): smooth regions that share one direction are vetoed; a sharp track stays."""
+    from scipy import ndimage
+
+    from crdetect.data.simulate import line_kernel
+
+    kernel = line_kernel(35.0, np.radians(20))
+    trails = np.zeros((200, 200))
+    for y, x in ((30, 40), (60, 140), (100, 60), (140, 150), (170, 40), (40, 100)):
+        trails += ndimage.convolve(_moffat((200, 200), (y, x), 2.4, 600 * SIGMA), kernel)
+    track = np.zeros((200, 200))
+    track[120, 80:110] = 50 * SIGMA
+    image = _sky((200, 200), seed=6) + trails + track
+    mask = (trails > 2 * SIGMA) | (track > 0)
+    vetoed = veto_sources(image, mask, SIGMA)
+    assert not vetoed[track > 0].any()
+    assert vetoed[trails > 2 * SIGMA].all()
