@@ -114,8 +114,10 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
     evaluation = out / "evaluation"
     baseline_names = study.baselines if baselines is None else baselines
     first = rows[0].config
+    # the study compares networks, as the paper did: no source veto after them (crdetect.veto)
     results = evaluate([str(out / "runs" / row.name) for row in rows], first.data, evaluation, baseline_names,
-                       real_root, first.max_val_patches, max_test_patches, first.device, progress)
+                       real_root, first.max_val_patches, max_test_patches, first.device, progress,
+                       source_veto="off")
     table = study_table(rows, results, out)
     write_study_table(table, rows, out)
     return table
