@@ -162,3 +162,11 @@ def test_trailed_frame_regions_along_the_tracking_are_vetoed_without_wings():
     vetoed = veto_sources(image, mask, SIGMA)
     assert not vetoed[track > 0].any()
     assert vetoed[trails > 2 * SIGMA].all()
+
+
+def test_an_empty_mask_reports_a_veto_that_took_nothing():
+    from crdetect import load_detector
+
+    image = _sky((64, 64), seed=7).astype(np.float32)
+    result = load_detector("default", device="cpu").predict(image, tile=None, threshold=0.999999)
+    assert not result.mask.any() and result.vetoed is not None and not result.vetoed.any()

@@ -62,7 +62,8 @@ class DetectionResult:
         The input mask (bad pixels given by the caller or the file), never flagged; None if there was none.
     vetoed : ndarray of bool or None
         Regions the network flagged that the source veto took for stars (:mod:`crdetect.veto`):
-        probability 0, logit -inf, never flagged. None when the veto was off.
+        probability 0, logit -inf, never flagged. None when the veto was off (all False when it was on and
+        took nothing).
     """
 
     probability: np.ndarray
@@ -552,9 +553,11 @@ class CRDetector:
             probability, flagged, nonfinite, logits, protected = to_host(
                 [probability, flagged, nonfinite, logits if return_logits else None, protected])
         vetoed = None
-        if (self.source_veto if source_veto is None else source_veto) and flagged.any():
+        if self.source_veto if source_veto is None else source_veto:
             unusable = nonfinite if input_mask is None else nonfinite | input_mask
-            vetoed = veto_sources(image, flagged, stats.sigma, unusable)
+            # unusable pixels take the sky here too, as before the network
+            vetoed = (veto_sources(image, flagged, stats.sigma, unusable, fill=stats.sky) if flagged.any()
+                      else np.zeros(flagged.shape, bool))
             if vetoed.any():
                 flagged &= ~vetoed
                 probability[vetoed] = 0.0

@@ -27,8 +27,9 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
     With ``source_frames_per_kind`` > 0 the detectors are also scored for false detections on trailed and
     elongated sources (:mod:`crdetect.evaluation.sources`): ``sources.md`` and ``sources.csv``.
     ``sources_seed`` picks those frames (0, the default, is the set the shipped models were judged on; another
-    seed is a fresh set of the same kinds). ``source_veto`` scores the networks with the source veto (:mod:`crdetect.veto`, ``"on"``, as ``crdetect
-    detect`` runs them), without it (``"off"``) or both ways (``"both"``: rows ``NAME`` and ``NAME-noveto``).
+    seed is a fresh set of the same kinds). ``source_veto`` scores the networks with the source veto
+    (:mod:`crdetect.veto`; ``"on"``, as ``crdetect detect`` runs them), without it (``"off"``) or both ways
+    (``"both"``: rows ``NAME`` and ``NAME-noveto``).
     """
     if source_veto not in ("on", "off", "both"):
         raise ValueError(f"source_veto must be 'on', 'off' or 'both', got {source_veto!r}")
