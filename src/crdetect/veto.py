@@ -67,17 +67,19 @@ TRAIL_COUNT = 5
 FINE_FLOOR_SIGMA = 0.1
 
 _EIGHT = np.ones((3, 3), bool)
-_LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]) / 4.0
-_LAPLACIAN_NOISE = float(np.sqrt((_LAPLACIAN**2).sum()))  # its noise on white noise of unit sigma (1.118)
+# the Laplacian is the pixel minus the mean of its 4 neighbours; its noise on white noise of unit sigma
+_LAPLACIAN_NOISE = float(np.sqrt(1.0 + 4 * 0.25**2))  # 1.118
 _MARGIN = 10  # pixels of context around a region: the fine structure's 4 and the background annulus' 9
 
 
-def _gather(values: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
-    """Values of the (2 radius + 1)^2 neighbours of each pixel (ys, xs), edges extended: (neighbours, pixels)."""
-    height, width = values.shape
-    rows = [np.clip(ys + dy, 0, height - 1) for dy in range(-radius, radius + 1)]
-    cols = [np.clip(xs + dx, 0, width - 1) for dx in range(-radius, radius + 1)]
-    return np.stack([values[r, c] for r in rows for c in cols])
+def _neighbours(ys: np.ndarray, xs: np.ndarray, radius: int, shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices of the (2 radius + 1)^2 neighbours of each pixel (ys, xs), rows outer, columns inner,
+    edges extended: an array (neighbours, pixels)."""
+    height, width = shape
+    offsets = np.arange(-radius, radius + 1)
+    rows = np.clip(ys[None, :] + offsets[:, None], 0, height - 1)
+    cols = np.clip(xs[None, :] + offsets[:, None], 0, width - 1)
+    return (rows[:, None, :] * width + cols[None, :, :]).reshape(-1, ys.size)
 
 
 def sharpness_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -97,22 +99,23 @@ def sharpness_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigma: float
     sigma : float
         The frame's noise, same units.
     """
-    # (gathered values in float64, as LA-Cosmic's filters compute; the frame itself is not copied)
-    centre, up, down, left, right = (
-        image[np.clip(ys + dy, 0, image.shape[0] - 1), np.clip(xs + dx, 0, image.shape[1] - 1)].astype(np.float64)
-        for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)))
-    laplacian = np.clip(centre - (up + down + left + right) / 4.0, 0, None)
-    # median3 on the pixels within 3 px (the median7's window), median7 of it at the pixels
-    height, width = image.shape
-    offsets = np.arange(-3, 4)
-    near_rows = np.clip(ys[None, :] + offsets[:, None], 0, height - 1)
-    near_cols = np.clip(xs[None, :] + offsets[:, None], 0, width - 1)
-    near = np.zeros(height * width, bool)  # (a mark per pixel: faster than np.unique of the indices)
-    near[(near_rows[:, None, :] * width + near_cols[None, :, :]).ravel()] = True
-    near_ys, near_xs = np.divmod(np.flatnonzero(near), width)
-    smoothed = np.zeros(image.shape, np.float64)
-    smoothed[near_ys, near_xs] = np.median(_gather(image, near_ys, near_xs, 1).astype(np.float64), axis=0)
-    fine = smoothed[ys, xs] - np.median(_gather(smoothed, ys, xs, 3), axis=0)
+    flat = np.ascontiguousarray(image).reshape(-1)
+    # median3 on every pixel within 3 px of the pixels (the median7's window); their 3 x 3 windows also give
+    # the Laplacian at the pixels themselves, which are among them. Values in float64, as LA-Cosmic's
+    # filters compute; the frame itself is not copied
+    around = _neighbours(ys, xs, 3, image.shape)  # the median7's windows
+    near = np.zeros(flat.size, bool)  # (a mark per pixel: faster than np.unique of the indices)
+    near[around] = True
+    near = np.flatnonzero(near)
+    near_ys, near_xs = np.divmod(near, image.shape[1])
+    window = flat[_neighbours(near_ys, near_xs, 1, image.shape)].astype(np.float64)  # (9, near pixels)
+    smoothed = np.zeros(flat.size)
+    smoothed[near] = np.median(window, axis=0)
+    pixels = ys * image.shape[1] + xs
+    at = window[:, np.searchsorted(near, pixels)]  # rows: up-left, up, up-right, left, centre, right, ...
+    # centre minus the mean of up, down, left, right (in that order: the sums round as they always did)
+    laplacian = np.clip(at[4] - (at[1] + at[7] + at[3] + at[5]) / 4.0, 0, None)
+    fine = smoothed[pixels] - np.median(smoothed[around], axis=0)
     fine = np.maximum(fine, FINE_FLOOR_SIGMA * sigma)
     return laplacian / fine, laplacian >= SIGNIFICANT_LAPLACIAN * _LAPLACIAN_NOISE * sigma
 
