@@ -23,16 +23,20 @@ from scipy import ndimage
 from crdetect import load_detector
 from crdetect.evaluation.benchmark import real_frame_groups, real_frame_samples
 from crdetect.evaluation.sources import source_frames
-from crdetect.veto import sharpness
+from crdetect.veto import sharpness_at
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CUTS = (1.0, 2.0, 3.0, 5.0)
 
 
-def sharpness_ratio(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Positive Laplacian over LA-Cosmic's fine-structure image, at full resolution (crdetect.veto's)."""
+def sharpness_ratio(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Positive Laplacian over LA-Cosmic's fine-structure image at the pixels of ``mask`` (crdetect.veto's;
+    0 elsewhere: only the flagged components' largest ratio is read)."""
     image = np.where(np.isfinite(image), image, np.nanmedian(image)).astype(np.float64)
-    return sharpness(image, sigma)[0]
+    ratio = np.zeros(image.shape)
+    ys, xs = np.nonzero(mask)
+    ratio[ys, xs] = sharpness_at(image, ys, xs, sigma)[0]
+    return ratio
 
 
 def flagged_components(mask, ratio, hits, sources) -> list[tuple[str, int, float]]:
@@ -75,8 +79,8 @@ def main() -> None:
             stats = frame.context.statistics
             result = detector.predict(frame.image, statistics=stats, saturation=frame.context.saturation,
                                       return_logits=False)
-            rows += flagged_components(result.mask, sharpness_ratio(frame.image, stats.sigma), frame.truth,
-                                       frame.footprint)
+            ratio = sharpness_ratio(frame.image, result.mask, stats.sigma)
+            rows += flagged_components(result.mask, ratio, frame.truth, frame.footprint)
         report(f"simulated {kind}", rows)
     if args.real.is_dir():
         for name, frames in real_frame_groups(args.real).items():
@@ -84,7 +88,8 @@ def main() -> None:
             for image, truth, _, context in real_frame_samples(frames):
                 result = detector.predict(image, statistics=context.statistics, saturation=context.saturation,
                                           return_logits=False)
-                rows += flagged_components(result.mask, sharpness_ratio(image, context.statistics.sigma), truth, None)
+                ratio = sharpness_ratio(image, result.mask, context.statistics.sigma)
+                rows += flagged_components(result.mask, ratio, truth, None)
             report(f"real {name}", rows)
 
 

@@ -120,13 +120,6 @@ def sharpness_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigma: float
     return laplacian / fine, laplacian >= SIGNIFICANT_LAPLACIAN * _LAPLACIAN_NOISE * sigma
 
 
-def sharpness(image: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`sharpness_at` every pixel of ``image``, as two maps of its shape."""
-    ys, xs = np.indices(image.shape).reshape(2, -1)
-    ratio, significant = sharpness_at(image, ys, xs, sigma)
-    return ratio.reshape(image.shape), significant.reshape(image.shape)
-
-
 def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[float, float, float, float]:
     """(wing level, edge level, noise of the wing level, peak) of ``region`` in ``cut``, above the median
     of the annulus 7-9 px out (the local background, so galaxy light and gradients cancel)."""
