@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -77,9 +76,12 @@ def inpaint_median(image: np.ndarray, mask: np.ndarray, size: int = 5, exclude: 
         y, x = ys[start:start + 65536], xs[start:start + 65536]
         offsets = np.arange(size)
         windows = padded[y[:, None, None] + offsets[None, :, None], x[:, None, None] + offsets[None, None, :]]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-masked windows: handled below
-            filled = np.nanmedian(windows.reshape(len(y), -1), axis=1)
+        windows = windows.reshape(len(y), -1)
+        # all-masked windows are left to the loop below (a median of nothing would warn, and silencing
+        # warnings is not thread-safe: this runs on the detection thread beside the reader's)
+        filled = np.full(len(y), np.nan, np.float32)
+        some = ~np.isnan(windows).all(axis=1)
+        filled[some] = np.nanmedian(windows[some], axis=1)
         ok = np.isfinite(filled)
         cleaned[y[ok], x[ok]] = filled[ok]
         todo[y[ok], x[ok]] = False
@@ -259,8 +261,9 @@ def _search(science, detector, options: DetectOptions, path: Path, extver: int, 
     from .interfaces import grown_cr_mask
 
     frame = Frame.from_science(science, options.full_frame).with_overrides(saturation=options.saturation)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    # numpy's error state is per thread; warnings.catch_warnings() is not, and on the detection thread it
+    # raced with the reader's (the filters restored in the wrong order, lost or left behind)
+    with np.errstate(all="ignore"):
         statistics = frame_noise(frame, options, f"{path}[{science.label}]")
         result = detector.predict(frame, tile=options.tile, statistics=statistics, return_logits=False)
     del frame
