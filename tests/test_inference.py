@@ -136,6 +136,20 @@ def test_saturated_stars_and_bleeds_are_protected_but_not_single_saturated_pixel
     assert not result.mask[protected].any() and result.mask[20, 20]
 
 
+def test_a_saturated_plateau_read_with_noise_is_protected_whole():
+    """Read noise scatters a saturated plateau about its level: half its pixels read just below it. A small
+    saturated core (an undersampled star) then fell apart into pieces under the 5 pixels a saturated region
+    needs, and the network flagged the star (issue #13: a third of `fast`'s false pixels on undersampled
+    stars, whose cores were clipped at the simulator's full well)."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 5.0, (40, 40)).astype(np.float32)
+    core = (slice(18, 21), slice(18, 21))  # a 3 x 3 plateau at the full well, read noise on top
+    image[core] = 4e4 + rng.normal(0.0, 1.5, (3, 3)).astype(np.float32)
+    assert np.count_nonzero(image[core] >= 4e4) < 5  # alone these pixels would not be protected
+    result = _detector(base_channels=8).predict(image, threshold=0.0, saturation=4e4)
+    assert result.protected[17:22, 17:22].all() and not result.mask[17:22, 17:22].any()
+
+
 def test_balanced_tiles_cover_with_less_overlap():
     from crdetect.inference import balanced_tile
 

@@ -172,6 +172,32 @@ def test_trailed_frame_regions_along_the_tracking_are_vetoed_without_wings():
     assert vetoed[trails > 2 * SIGMA].all()
 
 
+def test_a_hit_crossing_a_trail_keeps_its_pixels_and_loses_the_trail():
+    """A hit crossing a trail merges with it into one region, sharp by the hit: on a trailed frame the part
+    along the tracking direction away from the hit's sharp pixels is the trail's, and goes (the sharp trails
+    of issue #13: most of `fast`'s false pixels there)."""
+    from scipy import ndimage
+
+    from crdetect.data.simulate import line_kernel
+
+    kernel = line_kernel(35.0, np.radians(20))
+    trails = np.zeros((200, 200))
+    for y, x in ((30, 40), (60, 140), (100, 60), (140, 150), (170, 40), (40, 100)):
+        trails += ndimage.convolve(_moffat((200, 200), (y, x), 2.4, 600 * SIGMA), kernel)
+    hit = np.zeros((200, 200))
+    hit[96:105, 61] = 80 * SIGMA * np.random.default_rng(2).uniform(0.6, 1.4, 9)  # across the trail at (100, 60)
+    image = _sky((200, 200), seed=6) + trails + hit
+    on_trails = trails > 2 * SIGMA
+    mask = on_trails | (hit > 0)
+    labels, _ = ndimage.label(mask, np.ones((3, 3), bool))
+    merged = labels == labels[100, 61]
+    assert (merged & (hit > 0)).sum() == 9 and (merged & ~(hit > 0)).sum() > 50  # one region, hit and trail
+    vetoed = veto_sources(image, mask, SIGMA)
+    assert not vetoed[hit > 0].any()
+    far = merged & ~ndimage.binary_dilation(hit > 0, np.ones((3, 3), bool), iterations=3)
+    assert vetoed[far].all() and vetoed[on_trails & ~merged].all()
+
+
 def test_an_empty_mask_reports_a_veto_that_took_nothing():
     from crdetect import load_detector
 

@@ -248,6 +248,10 @@ def _plateau_level(y: np.ndarray, x: np.ndarray, level: float, floor: float, min
     return level if largest >= min_pixels and level >= floor else None
 
 
+#: Pixels within this many times the frame's noise below the saturation level count as saturated.
+SATURATION_NOISE_SIGMA = 3.0
+
+
 def saturated_regions(image: np.ndarray, saturation: float | None, min_pixels: int = 5) -> np.ndarray:
     """Saturated stars and bleed trails: connected pixels at or above ``saturation``, grown by 1 px.
 
@@ -487,8 +491,10 @@ class CRDetector:
             Sky and noise of the frame (e.g. from gain and read noise); estimated robustly if omitted.
         saturation : float, optional
             Saturation level (same units as the image, e.g. the FITS ``SATURATE`` keyword): saturated
-            stars and bleed trails are never flagged (:func:`saturated_regions`). Omitted, it is read
-            off the pixels when the frame has flat plateaus at its maximum (:func:`plateau_saturation`).
+            stars and bleed trails are never flagged (:func:`saturated_regions`; pixels down to
+            ``SATURATION_NOISE_SIGMA`` times the frame's noise below the level count, since read noise
+            scatters a plateau about it). Omitted, it is read off the pixels when the frame has flat
+            plateaus at its maximum (:func:`plateau_saturation`).
         mask : array_like of bool, optional
             Input mask of the image's shape (True or non-zero = bad pixel: hot pixels, bad columns, a DQ
             plane). Masked pixels are never flagged, and are treated like non-finite ones: kept out of
@@ -543,7 +549,10 @@ class CRDetector:
                 if saturation is not None:
                     logger.info("no saturation level given: flat plateaus at %.6g and above are treated as saturated",
                                 saturation)
-            protected = saturated_regions_torch(frame, saturation)
+            # read noise scatters a saturated plateau about its level: half its pixels read just below it, and
+            # a small saturated core (an undersampled star) would fall apart into pieces too small to protect
+            protected = saturated_regions_torch(
+                frame, None if saturation is None else saturation - SATURATION_NOISE_SIGMA * stats.sigma)
             never = ignored | protected
             del ignored, frame
             logits.masked_fill_(never, -torch.inf)

@@ -25,7 +25,9 @@ diffusion spots of a few pixels across from low-energy hits, as smooth as a star
 still vetoed when it is too small or too faint for such a spot (``SMALL_PIXELS``, ``FAINT_SIGMA``): there it
 is the core of an undersampled star that the network flagged down to the noise. And under non-sidereal
 tracking every star is trailed the same way, a hit's direction is random: when most smooth elongated regions
-of a frame share one direction (``tracking_direction``), those along it are vetoed too, wings or not.
+of a frame share one direction (``tracking_direction``), those along it are vetoed too, wings or not. On
+such a frame a hit that crosses a trail merges with it into one region, sharp by the hit: of a sharp region
+along the tracking direction only the pixels within ``SPLIT_KEEP_PX`` of its sharp pixels stay.
 
 The thresholds were chosen on simulated development frames and the real frames' hits
 (``results/sources/veto.md``). On the real frames the shipped models' flagged hit regions lose 0-2 of
@@ -63,6 +65,12 @@ FAINT_SIGMA = 30.0
 TRAIL_ELONGATION = 3.0
 TRAIL_ANGLE_DEG = 5.0
 TRAIL_COUNT = 5
+#: On such a frame, sharp regions along the tracking direction (within ``SPLIT_ANGLE_DEG``; a hit crossing a
+#: trail tilts the region's axis a little) and at least ``SPLIT_MIN_LENGTH`` px long keep only the pixels
+#: within ``SPLIT_KEEP_PX`` of their sharp pixels: the hit, without the trail it crosses.
+SPLIT_ANGLE_DEG = 10.0
+SPLIT_MIN_LENGTH = 10
+SPLIT_KEEP_PX = 2
 #: The fine-structure floor in units of the noise (keeps the ratio finite on flat sky).
 FINE_FLOOR_SIGMA = 0.1
 
@@ -172,6 +180,30 @@ def tracking_direction(axes: list[tuple[float, float]]) -> float | None:
     return float(np.degrees(np.arctan2(np.sin(doubled).mean(), np.cos(doubled).mean())) / 2) % 180.0
 
 
+def _trails_through_hits(labels: np.ndarray, count: int, boxes: list, smoothness: np.ndarray, sharp_ys: np.ndarray,
+                         sharp_xs: np.ndarray, direction: float) -> np.ndarray:
+    """On a trailed frame, the trail part of sharp regions that lie along the tracking ``direction``: a hit
+    crossing a trail merges with it into one region, sharp by the hit. Pixels more than ``SPLIT_KEEP_PX``
+    from the region's sharp pixels (``sharp_ys``, ``sharp_xs``: significant and sharp) are the trail's."""
+    height, width = labels.shape
+    taken = np.zeros(labels.shape, bool)
+    sharp = np.zeros(labels.shape, bool)
+    sharp[sharp_ys, sharp_xs] = True
+    for index in np.flatnonzero(smoothness[1:] >= SHARP_RATIO) + 1:
+        box = boxes[index - 1]
+        if max(box[0].stop - box[0].start, box[1].stop - box[1].start) < SPLIT_MIN_LENGTH:
+            continue  # too short for a trail (and for a hit's elongation to mean anything)
+        grown = (slice(max(box[0].start - SPLIT_KEEP_PX, 0), min(box[0].stop + SPLIT_KEEP_PX, height)),
+                 slice(max(box[1].start - SPLIT_KEEP_PX, 0), min(box[1].stop + SPLIT_KEEP_PX, width)))
+        region = labels[grown] == index
+        elongation, angle = _axis(region)
+        if elongation < TRAIL_ELONGATION or _angle_between(angle, direction) > SPLIT_ANGLE_DEG:
+            continue
+        near_sharp = ndimage.binary_dilation(sharp[grown] & region, _EIGHT, iterations=SPLIT_KEEP_PX)
+        taken[grown] |= region & ~near_sharp
+    return taken
+
+
 def smooth_is_source(cut: np.ndarray, region: np.ndarray, smoothness: float, sigma: float) -> bool:
     """Whether a smooth flagged ``region`` (bool, of ``cut``'s shape, at least ``_MARGIN`` px from the cut's
     edges where the frame allows; ``smoothness`` its sharpness, below ``SHARP_RATIO``) is a source: it has
@@ -214,6 +246,7 @@ def veto_sources(image: np.ndarray, mask: np.ndarray, sigma: float, unusable: np
         image = np.where(bad, np.median(image[~bad]) if fill is None else fill, image)
     ys, xs = np.nonzero(mask)
     ratio, significant = sharpness_at(image, ys, xs, sigma)
+    judged = significant & (ratio >= SHARP_RATIO)  # the sharp pixels that make a region sharp
     # per region: the largest ratio over its significant pixels, over all of them where none is
     which = labels[ys, xs]
     over_all = np.zeros(count + 1)
@@ -243,6 +276,7 @@ def veto_sources(image: np.ndarray, mask: np.ndarray, sigma: float, unusable: np
             if elongation >= TRAIL_ELONGATION and _angle_between(angle, direction) <= TRAIL_ANGLE_DEG:
                 padded, region = regions[index]
                 vetoed[padded] |= region
+        vetoed |= _trails_through_hits(labels, count, boxes, smoothness, ys[judged], xs[judged], direction)
     logger.debug("source veto: %d of %d flagged regions smooth, %d px taken for sources", len(smooth), count,
                  np.count_nonzero(vetoed))
     return vetoed
