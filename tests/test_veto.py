@@ -152,9 +152,8 @@ def test_tracking_direction_needs_most_elongated_smooth_regions_aligned():
     assert min(direction, 180 - direction) < 2
 
 
-def test_trailed_frame_regions_along_the_tracking_are_vetoed_without_wings():
-    """Under non-sidereal tracking the network may flag whole trails, down to the noise (no wings left
-    outside): smooth regions that share one direction are vetoed; a sharp track stays."""
+def _six_trails() -> np.ndarray:
+    """Six stars trailed 35 px at 20 degrees (non-sidereal tracking) on a 200 x 200 frame, without sky."""
     from scipy import ndimage
 
     from crdetect.data.simulate import line_kernel
@@ -163,6 +162,13 @@ def test_trailed_frame_regions_along_the_tracking_are_vetoed_without_wings():
     trails = np.zeros((200, 200))
     for y, x in ((30, 40), (60, 140), (100, 60), (140, 150), (170, 40), (40, 100)):
         trails += ndimage.convolve(_moffat((200, 200), (y, x), 2.4, 600 * SIGMA), kernel)
+    return trails
+
+
+def test_trailed_frame_regions_along_the_tracking_are_vetoed_without_wings():
+    """Under non-sidereal tracking the network may flag whole trails, down to the noise (no wings left
+    outside): smooth regions that share one direction are vetoed; a sharp track stays."""
+    trails = _six_trails()
     track = np.zeros((200, 200))
     track[120, 80:110] = 50 * SIGMA
     image = _sky((200, 200), seed=6) + trails + track
@@ -178,12 +184,7 @@ def test_a_hit_crossing_a_trail_keeps_its_pixels_and_loses_the_trail():
     of issue #13: most of `fast`'s false pixels there)."""
     from scipy import ndimage
 
-    from crdetect.data.simulate import line_kernel
-
-    kernel = line_kernel(35.0, np.radians(20))
-    trails = np.zeros((200, 200))
-    for y, x in ((30, 40), (60, 140), (100, 60), (140, 150), (170, 40), (40, 100)):
-        trails += ndimage.convolve(_moffat((200, 200), (y, x), 2.4, 600 * SIGMA), kernel)
+    trails = _six_trails()
     hit = np.zeros((200, 200))
     hit[96:105, 61] = 80 * SIGMA * np.random.default_rng(2).uniform(0.6, 1.4, 9)  # across the trail at (100, 60)
     image = _sky((200, 200), seed=6) + trails + hit

@@ -180,12 +180,16 @@ def tracking_direction(axes: list[tuple[float, float]]) -> float | None:
     return float(np.degrees(np.arctan2(np.sin(doubled).mean(), np.cos(doubled).mean())) / 2) % 180.0
 
 
-def _trails_through_hits(labels: np.ndarray, count: int, boxes: list, smoothness: np.ndarray, sharp_ys: np.ndarray,
+def _grown(box: tuple[slice, slice], margin: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """A region's bounding ``box`` grown by ``margin`` px on every side, within a frame of ``shape``."""
+    return tuple(slice(max(s.start - margin, 0), min(s.stop + margin, size)) for s, size in zip(box, shape))
+
+
+def _trails_through_hits(labels: np.ndarray, boxes: list, smoothness: np.ndarray, sharp_ys: np.ndarray,
                          sharp_xs: np.ndarray, direction: float) -> np.ndarray:
     """On a trailed frame, the trail part of sharp regions that lie along the tracking ``direction``: a hit
     crossing a trail merges with it into one region, sharp by the hit. Pixels more than ``SPLIT_KEEP_PX``
     from the region's sharp pixels (``sharp_ys``, ``sharp_xs``: significant and sharp) are the trail's."""
-    height, width = labels.shape
     taken = np.zeros(labels.shape, bool)
     sharp = np.zeros(labels.shape, bool)
     sharp[sharp_ys, sharp_xs] = True
@@ -193,8 +197,7 @@ def _trails_through_hits(labels: np.ndarray, count: int, boxes: list, smoothness
         box = boxes[index - 1]
         if max(box[0].stop - box[0].start, box[1].stop - box[1].start) < SPLIT_MIN_LENGTH:
             continue  # too short for a trail (and for a hit's elongation to mean anything)
-        grown = (slice(max(box[0].start - SPLIT_KEEP_PX, 0), min(box[0].stop + SPLIT_KEEP_PX, height)),
-                 slice(max(box[1].start - SPLIT_KEEP_PX, 0), min(box[1].stop + SPLIT_KEEP_PX, width)))
+        grown = _grown(box, SPLIT_KEEP_PX, labels.shape)
         region = labels[grown] == index
         elongation, angle = _axis(region)
         if elongation < TRAIL_ELONGATION or _angle_between(angle, direction) > SPLIT_ANGLE_DEG:
@@ -254,14 +257,11 @@ def veto_sources(image: np.ndarray, mask: np.ndarray, sigma: float, unusable: np
     np.maximum.at(over_all, which, ratio)
     np.maximum.at(over_significant, which[significant], ratio[significant])
     smoothness = np.where(over_significant >= 0, over_significant, over_all)
-    height, width = mask.shape
     boxes = ndimage.find_objects(labels)
     smooth = [index for index in range(1, count + 1) if smoothness[index] < SHARP_RATIO]
     regions, axes = {}, {}
     for index in smooth:
-        box = boxes[index - 1]
-        padded = (slice(max(box[0].start - _MARGIN, 0), min(box[0].stop + _MARGIN, height)),
-                  slice(max(box[1].start - _MARGIN, 0), min(box[1].stop + _MARGIN, width)))
+        padded = _grown(boxes[index - 1], _MARGIN, mask.shape)
         region = labels[padded] == index
         regions[index] = padded, region
         axes[index] = _axis(region)
@@ -276,7 +276,7 @@ def veto_sources(image: np.ndarray, mask: np.ndarray, sigma: float, unusable: np
             if elongation >= TRAIL_ELONGATION and _angle_between(angle, direction) <= TRAIL_ANGLE_DEG:
                 padded, region = regions[index]
                 vetoed[padded] |= region
-        vetoed |= _trails_through_hits(labels, count, boxes, smoothness, ys[judged], xs[judged], direction)
+        vetoed |= _trails_through_hits(labels, boxes, smoothness, ys[judged], xs[judged], direction)
     logger.debug("source veto: %d of %d flagged regions smooth, %d px taken for sources", len(smooth), count,
                  np.count_nonzero(vetoed))
     return vetoed
