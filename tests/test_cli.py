@@ -122,7 +122,7 @@ def test_mask_only_output_holds_the_crdetect_extensions_without_the_input(tiny_c
     (lambda p: fits.PrimaryHDU(np.zeros(10, np.float32)).writeto(p), "no 2-D science image HDU"),
     (lambda p: fits.PrimaryHDU(np.zeros((2, 3, 4), np.float32)).writeto(p), "no 2-D science image HDU"),
     (lambda p: p.write_bytes(b"SIMPLE  = T" + b" " * 100), "corrupt, truncated or not FITS"),
-    (lambda p: p.write_text("not a fits file"), "corrupt, truncated or not FITS"),
+    (lambda p: p.write_text("not a fits file"), "is not a FITS file"),
 ])
 def test_bad_files_exit_nonzero_with_one_clear_line(make, message, tiny_checkpoint, tmp_path, capsys):
     path = tmp_path / "bad.fits"
@@ -166,7 +166,7 @@ def test_failed_file_does_not_stop_the_batch(shared_data, tiny_checkpoint, tmp_p
     assert main(["detect", str(missing), str(good), "--model", str(tiny_checkpoint), "--out-dir",
                  str(tmp_path / "o"), "-q"]) == 1
     assert (tmp_path / "o" / "image_crmask.fits").exists()
-    assert "1 of 2 files failed" in capsys.readouterr().err
+    assert "1 of 2 files were not written by this run" in capsys.readouterr().err
 
 
 def test_directory_and_glob_inputs(shared_data, tiny_checkpoint, tmp_path):

@@ -8,7 +8,7 @@ from astropy.io import fits
 from crdetect import load_detector
 from crdetect.cli import main
 from crdetect.data.fits_io import data_section
-from crdetect.pipeline import inpaint_median
+from crdetect.inpaint import inpaint_median
 
 
 def test_inpaint_uses_the_median_of_unflagged_neighbours():

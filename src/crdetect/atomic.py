@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import OutputError
+from .errors import OutputError, OutputExistsError
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     except OSError as err:
-        raise OutputError(f"cannot write into {str(path.parent)!r}: {err.strerror or err}") from None
+        raise output_error(f"cannot write into {str(path.parent)!r}: {err.strerror or err}", err) from None
     OPEN_TEMPORARIES.add(str(tmp))
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -81,11 +81,18 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     except OSError as err:
         if isinstance(err, OutputError):
             raise
-        raise OutputError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
+        raise output_error(f"cannot write {str(path)!r}: {err.strerror or err}", err) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         OPEN_TEMPORARIES.discard(str(tmp))
+
+
+def output_error(message: str, cause: OSError) -> OutputError:
+    """An :class:`OutputError` that keeps the ``errno`` of its cause (a full disk stops a batch)."""
+    error = OutputError(message)
+    error.errno = cause.errno
+    return error
 
 
 def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -96,7 +103,7 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputError(f"{str(path)!r} was created by another process meanwhile; it was left as it is "
+        raise OutputExistsError(f"{str(path)!r} was created by another process meanwhile; it was left as it is "
                           "(pass --overwrite to replace it)") from None
     except OSError as err:
         if err.errno not in _NO_LINKS:

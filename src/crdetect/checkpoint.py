@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +123,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt files: zip, unpickling, EOF
+    except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # not a pickle of objects: garbage, or cut short
+            raise CheckpointError(f"cannot read checkpoint {str(path)!r}: it is not a PyTorch file, or it is "
+                                  "corrupt or truncated") from None
+        # torch's own message advises weights_only=False, which would run whatever code the file holds
+        raise CheckpointError(
+            f"{str(path)!r} is not a crdetect checkpoint: it holds Python objects other than tensors and plain "
+            "data, and crdetect never loads those (loading them can run code from the file); save models with "
+            "crdetect.save_checkpoint or `crdetect train`") from None
+    except Exception as err:  # torch raises many types for corrupt files: zip, EOF
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
             "the file is corrupt, truncated or not a PyTorch file"

@@ -100,6 +100,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     inputs = _expand_inputs(args.files) + ([SAMPLE_FILE] if args.sample else [])
     if not inputs:
         raise CRDetectError("no input files; pass FITS files, directories or globs (or --sample)")
+    if args.hdu is not None and args.hdu.strip().startswith("-"):
+        raise CRDetectError(f"--hdu {args.hdu}: HDU numbers count from 0 (the primary HDU); name the HDU by its "
+                            "number or EXTNAME (`crdetect detect FILE` searches every science image)")
+    if not any(path.exists() for path in inputs):  # a mistyped path: nothing (out-dir, summary) is created
+        raise CRDetectError(f"no such file: {', '.join(repr(str(p)) for p in inputs[:5])}"
+                            f"{f' and {len(inputs) - 5} more' if len(inputs) > 5 else ''}; check the path")
     options = DetectOptions(model=args.model, out_dir=args.out_dir, hdu=args.hdu, threshold=args.threshold,
                             device=args.device, tile=args.tile or None, overwrite=args.overwrite,
                             skip_existing=args.skip_existing, inpaint=args.inpaint, saturation=args.saturation,
@@ -120,22 +126,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
         rows, summary = run_batch(inputs, options, jobs=args.jobs, scheduler=args.scheduler, progress=not args.quiet)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    failures = [r for r in rows if r["status"].startswith("error")]
-    if not args.quiet:
+    return _report_batch(rows, summary, len(inputs), args.quiet)
+
+
+def _report_batch(rows: list[dict], summary: Path, files: int, quiet: bool) -> int:
+    """Print what became of every file (errors and files not written on stderr, always) and return the exit
+    status: 0 when this run wrote (or, with --skip-existing, kept) every output it was asked for, else 1."""
+    from .pipeline import wrote_everything
+    from .pipeline.stages import KEPT, OK
+
+    if not quiet:
         for row in rows:
-            if row["status"] == "ok":
+            if row["status"] == OK:
                 print(f"{Path(row['file']).name}[{row['hdu']}]: {row['cr_pixels']} CR pixels "
                       f"({100 * row['cr_fraction']:.3f} %) -> {row['output']}")
-            elif not row["status"].startswith("error"):
+            elif row["status"] == KEPT:
                 print(f"{Path(row['file']).name}: {row['status']} ({row['output']})")
         print(f"summary: {summary}")
-    for row in failures:
-        print(f"error: {row['file']}: {row['status'][len('error: '):]}", file=sys.stderr)
-    if failures:
-        failed_files = len({row["file"] for row in failures})
-        print(f"{failed_files} of {len(inputs)} files failed (see {summary})", file=sys.stderr)
-        return 1
-    return 0
+    missing = [row for row in rows if row["status"] not in (OK, KEPT)]
+    for row in missing:
+        print(f"{'error: ' if row['status'].startswith('error: ') else ''}{row['file']}: "
+              f"{row['status'].removeprefix('error: ')}", file=sys.stderr)
+    if wrote_everything(rows):
+        return 0
+    print(f"{len({row['file'] for row in missing})} of {files} files were not written by this run (see {summary})",
+          file=sys.stderr)
+    return 1
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -159,7 +175,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("\nshipped trained models (use with --model NAME; 'default' is used when --model is not given):")
         for path in shipped:
             model, info = load_checkpoint(path)
-            trained_on = info.extra.get("trained_on") or info.training_config.get("data") or "?"
+            # the data's description; a bare path of the machine that trained it means nothing here
+            trained_on = info.extra.get("trained_on") or "see the model card"
             test = info.extra.get("test") or {}
             scores = "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) if test else ""
             print(f"  {path.stem:<12} {info.model_name} {info.model_kwargs}  {count_parameters(model):,} params, "
@@ -331,13 +348,23 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.")
+    # -v, -q and --debug are taken before and after the subcommand (`crdetect -q detect ...`, `... detect -v`):
+    # SUPPRESS leaves an option given on one side alone when the other side parses
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more log output (-vv for debug)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print errors only")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks of errors")
+    parser = argparse.ArgumentParser(prog="crdetect", description="Deep-learning cosmic-ray detection for CCD images.",
+                                     parents=[common])
     parser.add_argument("--version", action="version", version=f"crdetect {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    detect = sub.add_parser("detect", help="detect cosmic rays in FITS files")
+    def subcommand(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    detect = subcommand("detect", help="detect cosmic rays in FITS files")
     detect.add_argument("files", nargs="*", help="FITS files, directories or glob patterns")
     detect.add_argument("--sample", action="store_true", help="also process the sample frame shipped with crdetect")
     detect.add_argument("--model", default="default",
@@ -408,10 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "thread compresses")
     detect.add_argument("--scheduler", default=None,
                         help="Dask scheduler address, or 'local' for a local Dask cluster (needs crdetect[survey])")
-    detect.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     detect.set_defaults(func=cmd_detect)
 
-    view = sub.add_parser("view", help="an HTML page to inspect a detection (threshold slider, zoom, hits, "
+    view = subcommand("view", help="an HTML page to inspect a detection (threshold slider, zoom, hits, "
                                        "mask download)")
     view.add_argument("output", help="a file written by crdetect detect")
     view.add_argument("--out", default=None, help="the page (default: OUTPUT with .html)")
@@ -420,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--overwrite", action="store_true", help="replace an existing page")
     view.set_defaults(func=cmd_view)
 
-    simulate = sub.add_parser("simulate", help="build the DECam-like CR benchmark (HDF5 patches)")
+    simulate = subcommand("simulate", help="build the DECam-like CR benchmark (HDF5 patches)")
     simulate.add_argument("--preset", default="small", choices=["paper", "small", "ci"])
     simulate.add_argument("--out", help="output directory")
     simulate.add_argument("--seed", type=int, default=0)
@@ -437,10 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--jobs", type=_positive_int, default=1,
                           help="frames made in this many processes (the files are the same for any number)")
     simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")
-    simulate.add_argument("-q", "--quiet", action="store_true")
     simulate.set_defaults(func=cmd_simulate)
 
-    train = sub.add_parser("train", help="train a registered model on a benchmark directory")
+    train = subcommand("train", help="train a registered model on a benchmark directory")
     train.add_argument("--model", default=None, help="registry name (default deepcr_unet)")
     train.add_argument("--model-kwargs", default=None, help='JSON constructor overrides, e.g. \'{"base_channels": 16}\'')
     train.add_argument("--data", default=None, help="directory with train.h5 and val.h5")
@@ -483,10 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write epochs/eN.pt after every epoch (for scripts/average_epochs.py)")
     train.add_argument("--config", default=None, help="YAML config; command-line options override it")
     train.add_argument("--out", required=True, help="run directory (resumed if it holds last.pt)")
-    train.add_argument("-q", "--quiet", action="store_true")
     train.set_defaults(func=cmd_train)
 
-    study = sub.add_parser("study", help="train every model of the study, score them with the baselines, write "
+    study = subcommand("study", help="train every model of the study, score them with the baselines, write "
                                          "the study's table beside its published numbers")
     study.add_argument("--data", required=True, help="benchmark directory (train.h5, val.h5, test.h5)")
     study.add_argument("--out", required=True, help="output directory (resumed: finished rows are skipped)")
@@ -510,10 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--channels-last", default=None, action=argparse.BooleanOptionalAction)
     study.add_argument("--baselines", default=None, help="comma-separated (default: the config's)")
     study.add_argument("--real", default=None, help="also score on labelled real frames (shared/data/real)")
-    study.add_argument("-q", "--quiet", action="store_true")
     study.set_defaults(func=cmd_study)
 
-    label = sub.add_parser("label", help="CR labels from >= 3 aligned consecutive exposures (Cosmic-CoNN recipe)")
+    label = subcommand("label", help="CR labels from >= 3 aligned consecutive exposures (Cosmic-CoNN recipe)")
     label.add_argument("files", nargs="+", help="aligned exposures of one field (FITS)")
     label.add_argument("--out", required=True, help="output directory")
     label.add_argument("--hdu", default=None, help="HDU index or EXTNAME of the science image")
@@ -525,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "with the median weight map) for `crdetect train --data DIR`")
     label.set_defaults(func=cmd_label)
 
-    evaluate = sub.add_parser("evaluate", help="score runs and baselines on the same test set and real frames")
+    evaluate = subcommand("evaluate", help="score runs and baselines on the same test set and real frames")
     evaluate.add_argument("--runs", nargs="*", default=[], help="run directories or checkpoints")
     evaluate.add_argument("--baselines", default="lacosmic", help="comma-separated: lacosmic,deepcr,cosmic_conn")
     evaluate.add_argument("--data", default=None, help="benchmark directory (val.h5, test.h5)")
@@ -542,10 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-test-patches", type=int, default=None)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--out", required=True, help="output directory")
-    evaluate.add_argument("-q", "--quiet", action="store_true")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    models = sub.add_parser("models", help="list the registered models with their parameter counts")
+    models = subcommand("models", help="list the registered models with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'tunet_*'")
     models.set_defaults(func=cmd_models)
     return parser
@@ -554,7 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.ERROR if getattr(args, "quiet", False) else logging.WARNING - 10 * min(args.verbose, 2)
+    for name, default in (("verbose", 0), ("quiet", False), ("debug", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    level = logging.ERROR if args.quiet else logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -15,3 +15,7 @@ class CheckpointError(CRDetectError, ValueError):
 
 class OutputError(CRDetectError, OSError):
     """An output file cannot be written (exists, same as the input, directory not writable)."""
+
+
+class OutputExistsError(OutputError):
+    """The output appeared while crdetect was writing it (another run wrote it first); it was left as it is."""

@@ -25,6 +25,7 @@ from .errors import InputError
 from .models import create_model, uses_group_norm
 from .models.layers import fold_batch_norms, pad_to_multiple
 from .preprocessing import FrameStatistics, Preprocessing, frame_statistics, frame_statistics_torch
+from .validation import as_image, check_threshold, split_input_mask
 from .veto import veto_sources
 
 logger = logging.getLogger(__name__)
@@ -80,68 +81,6 @@ class DetectionResult:
     def cr_fraction(self) -> float:
         """Fraction of pixels flagged as CR."""
         return np.count_nonzero(self.mask) / self.mask.size if self.mask.size else 0.0
-
-
-def check_threshold(threshold: float | None) -> float | None:
-    """Validate a probability threshold (0 to 1; outside, every pixel or none would be flagged silently)."""
-    if threshold is None:
-        return None
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise InputError(f"threshold must be a number between 0 and 1, got {threshold!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise InputError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
-    return value
-
-
-def split_input_mask(image, mask=None) -> tuple[object, np.ndarray | None]:
-    """Separate the pixels from an input mask given with them or beside them.
-
-    ``image`` may be an array, a ``numpy.ma.MaskedArray``, or an astropy ``CCDData``/``NDData`` (anything
-    with ``.data`` and ``.mask``); ``mask`` (True or non-zero = bad) is combined with the image's own mask.
-    Returns the plain pixels and a boolean mask (None when nothing is masked).
-    """
-    own = None
-    if isinstance(image, np.ma.MaskedArray):
-        own = np.ma.getmaskarray(image)
-        image = image.data
-    elif hasattr(image, "data") and hasattr(image, "mask") and not isinstance(image, np.ndarray):
-        own = None if image.mask is None else np.asarray(image.mask)
-        image = image.data
-    masks = []
-    for candidate, what in ((own, "the image's own mask"), (mask, "mask")):
-        if candidate is None:
-            continue
-        candidate = np.asarray(candidate)
-        if candidate.shape != np.shape(image):
-            raise InputError(f"{what} has shape {candidate.shape} but the image has shape {np.shape(image)}; "
-                             "pass a mask of the image's shape (True or non-zero = bad pixel)")
-        masks.append(candidate != 0)
-    if not masks:
-        return image, None
-    combined = masks[0] if len(masks) == 1 else masks[0] | masks[1]
-    return image, (combined if combined.any() else None)
-
-
-def as_image(image, name: str = "image") -> np.ndarray:
-    """Validate a user image and return it as a native-endian float32 2-D array.
-
-    Integer (and big-endian, as FITS stores) data are converted; anything not 2-D, empty, complex
-    or non-numeric is refused with a message saying what to pass instead.
-    """
-    try:
-        array = np.asarray(image)
-    except Exception as err:
-        raise InputError(f"{name} cannot be read as an array: {err}") from None
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"{name} has dtype {array.dtype}; pass a real-valued numeric 2-D image")
-    if array.ndim != 2:
-        hint = " For a cube, pass one plane at a time (image[i])." if array.ndim == 3 else ""
-        raise InputError(f"{name} must be 2-D (rows, columns), got {array.ndim}-D with shape {array.shape}.{hint}")
-    if array.size == 0:
-        raise InputError(f"{name} is empty (shape {array.shape})")
-    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def plateau_saturation(image: np.ndarray, tolerance: float = 0.01, min_pixels: int = 5,
@@ -558,7 +497,9 @@ class CRDetector:
             logits.masked_fill_(never, -torch.inf)
             # without the logits the probability takes their memory (4 bytes per pixel less)
             probability = torch.sigmoid(logits) if return_logits else logits.sigmoid_()
-            flagged = (probability >= threshold) & ~never
+            # a threshold of 1 asks for certainty, which a network never has: float32 rounds p > 1 - 3e-8 up
+            # to 1.0, so ">= 1" would still flag the strongest hits
+            flagged = (probability >= threshold) & ~never if threshold < 1.0 else torch.zeros_like(never)
             probability, flagged, nonfinite, logits, protected = to_host(
                 [probability, flagged, nonfinite, logits if return_logits else None, protected])
         vetoed = None
@@ -740,15 +681,17 @@ def shipped_model_names() -> list[str]:
 
 
 def unknown_model_message(name: str) -> str:
-    """Why ``name`` is not a model, with the close matches and the shipped (trained) models first."""
+    """Why ``name`` is not a model, with the close matches, the shipped (trained) models, and the registry
+    networks that have no trained weights (if any)."""
     from .models import list_models
 
-    shipped, untrained = shipped_model_names(), list_models()
-    close = difflib.get_close_matches(name, shipped + untrained, n=3, cutoff=0.5)
+    shipped = shipped_model_names()
+    untrained = [n for n in list_models() if n not in shipped]
+    close = difflib.get_close_matches(name, list(dict.fromkeys(shipped + untrained)), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    extra = (f" Untrained registry networks, for experiments only: {', '.join(untrained)}." if untrained else "")
     return (f"unknown model {name!r}.{hint} Trained models shipped with crdetect: {', '.join(shipped) or 'none'}; "
-            f"or a checkpoint file (.pt). Untrained registry networks, for experiments only: {', '.join(untrained)} "
-            "(`crdetect models` lists them all)")
+            f"or a checkpoint file (.pt).{extra} (`crdetect models` lists them all)")
 
 
 def is_untrained_name(model) -> bool:

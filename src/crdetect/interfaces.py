@@ -81,22 +81,22 @@ def set_dq_flag(dq: np.ndarray, mask: np.ndarray, flag: int = 8) -> np.ndarray:
     return out
 
 
-def _value(quantity) -> float | None:
-    """A plain float from a number or an astropy Quantity (ccdproc passes gain as 4 * u.electron / u.adu)."""
-    if quantity is None:
-        return None
-    return float(getattr(quantity, "value", quantity))
-
-
 def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, device, precision, tile, sigma=None):
     """Detection shared by both interfaces: returns the image (float32), the CR mask and the result."""
-    from .inference import as_image, check_threshold, split_input_mask
     from .preprocessing import FrameStatistics, frame_statistics, noise_from_detector
+    from .validation import as_image, check_number, check_threshold, split_input_mask
 
     image, mask = split_input_mask(indat, inmask)
     image = as_image(image, "indat")
     threshold = check_threshold(threshold)
-    gain, readnoise = _value(gain), _value(readnoise)
+    # the numbers are checked as the CLI checks them: a NaN read noise would silently flag nothing
+    gain = check_number(gain, "gain", 0, above=True)
+    readnoise = check_number(readnoise, "readnoise", 0)
+    # astroscrappy takes any level; an infinite one means no saturation, as None does here
+    satlevel = None if satlevel is not None and np.isposinf(getattr(satlevel, "value", satlevel)) else \
+        check_number(satlevel, "satlevel", 0, above=True)
+    grow = check_number(grow, "grow", 0, integer=True, optional=False)
+    tile = check_number(tile, "tile", 0, integer=True) or None
     statistics = None
     if gain is not None or readnoise is not None or sigma is not None:
         stats = frame_statistics(image, ignore=mask)
@@ -105,8 +105,8 @@ def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, devic
             sigma = noise_from_detector(stats.sky, 1.0 if gain is None else gain, 6.5 if readnoise is None else readnoise)
         statistics = FrameStatistics(sky=stats.sky, sigma=float(sigma))
     detector = _detector(str(model), device, precision)
-    result = detector.predict(image, threshold=threshold, tile=tile, statistics=statistics,
-                              saturation=_value(satlevel), mask=mask)
+    result = detector.predict(image, threshold=threshold, tile=tile, statistics=statistics, saturation=satlevel,
+                              mask=mask)
     crmask = grown_cr_mask(result, grow) if grow else result.mask
     return image, mask, crmask, result
 
@@ -164,7 +164,7 @@ def detect_cosmics(indat, inmask=None, *, gain: float | None = None, readnoise: 
         raise TypeError(f"detect_cosmics() got unexpected keyword arguments {sorted(unknown)}")
     if lacosmic_options:
         logger.debug("LA-Cosmic parameters %s do not apply to a network and are ignored", sorted(lacosmic_options))
-    from .pipeline import inpaint_median
+    from .inpaint import inpaint_median
 
     image, mask, crmask, result = _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, device,
                                        precision, tile)
@@ -226,7 +226,7 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
     from astropy.nddata import CCDData
 
     from .frame import SATURATION_KEYWORDS, header_number
-    from .pipeline import inpaint_median
+    from .inpaint import inpaint_median
 
     if not isinstance(ccd, CCDData):
         raise InputError(f"cosmicray_crdetect takes a CCDData, got {type(ccd).__name__}; for arrays use "

@@ -56,6 +56,9 @@ AUXILIARY_NAMES = frozenset({"ERR", "ERROR", "ERRORS", "SIGMA", "UNCERT", "UNCER
                              "MODEL", "OBJMASK", "SEGM", "SEGMENTATION", "CONF", "CONFIDENCE",
                              "CRMASK", "CRPROB", "CLEANED", "IGNORE"})
 
+#: EXTNAMEs of the extensions crdetect writes: a file holding them is an output, not an input.
+CRDETECT_EXTENSIONS = frozenset({"CRMASK", "CRPROB", "CLEANED"})
+
 #: Keywords that extensions inherit from the primary header when they lack them (the INHERIT convention;
 #: raw multi-amplifier files often give the read noise or saturation only there). Sections never are.
 INHERITED_KEYWORDS = frozenset({"GAIN", "EGAIN", "ATODGAIN", "CCDGAIN", "RDNOISE", "READNOIS", "RON", "READNOISE",
@@ -216,6 +219,11 @@ def select_science(hdul: fits.HDUList, hdu: str | int | None = None, use_file_ma
     InputError
         No science image, or the requested HDU does not exist or holds no 2-D image.
     """
+    ours = sorted({h.name for h in hdul if h.name in CRDETECT_EXTENSIONS})
+    if ours:  # searching it again would take the old CRMASK for an input mask and add a second one
+        raise InputError(f"{str(path)!r} is an output of crdetect (it has {'/'.join(ours)} extensions); run "
+                         "crdetect detect on the original input (or use --overwrite with the same --out-dir), or "
+                         "inspect this one with crdetect view")
     roles = [hdu_role(h) for h in hdul]
     masks = [i for i, role in enumerate(roles) if role == "mask"] if use_file_masks else []
     if hdu is None or hdu == "all":
@@ -233,6 +241,9 @@ def select_science(hdul: fits.HDUList, hdu: str | int | None = None, use_file_ma
                              "pick one with --hdu if it is there")
     else:
         key = int(hdu) if isinstance(hdu, int) or str(hdu).lstrip("-").isdigit() else str(hdu)
+        if isinstance(key, int) and key < 0:  # Python's "from the end" is no FITS convention
+            raise InputError(f"HDU numbers count from 0 (the primary HDU); {hdu!r} is not one. HDUs of "
+                             f"{str(path)!r}: {_describe(hdul)}")
         try:
             index = hdul.index_of(key)
         except (KeyError, IndexError):
@@ -247,6 +258,10 @@ def select_science(hdul: fits.HDUList, hdu: str | int | None = None, use_file_ma
             shape = _image_shape(hdul[index])
             raise InputError(f"HDU {index} of {str(path)!r} is {len(shape)}-D (shape {shape}); crdetect needs "
                              "2-D images: pick a 2-D HDU with --hdu or split the cube")
+        if roles[index] in ("mask", "auxiliary"):
+            logger.warning("HDU %d (%s) of %s looks like a %s plane, not an image of the sky; searched because "
+                           "--hdu asked for it", index, hdul[index].name, path,
+                           "mask" if roles[index] == "mask" else "error, variance or other auxiliary")
         selected = [index]
     single = len(selected) == 1
     return [SciencePlan(i, _matching_mask(hdul, i, [m for m in masks if m != i], single)) for i in selected]
@@ -269,6 +284,9 @@ def open_fits(path: str | os.PathLike) -> fits.HDUList:
             warnings.simplefilter("ignore", AstropyWarning)
             hdul = fits.open(path, mode="readonly", memmap=False, lazy_load_hdus=False)
     except (OSError, ValueError, TypeError, EOFError, IndexError) as err:
+        if not _starts_like_fits(path):  # astropy's message would advise ignore_missing_simple=True
+            raise InputError(f"{str(path)!r} is not a FITS file (it does not begin with a FITS header, "
+                             "'SIMPLE  ='); pass FITS images (.fits, .fits.fz, .fits.gz)") from None
         raise InputError(f"cannot read {str(path)!r} as FITS ({err}); the file is corrupt, truncated or not FITS") from None
     try:
         fits_end(hdul, path)
@@ -276,6 +294,15 @@ def open_fits(path: str | os.PathLike) -> fits.HDUList:
         hdul.close()
         raise
     return hdul
+
+
+def _starts_like_fits(path: str | os.PathLike) -> bool:
+    """Whether the file's (decompressed) bytes begin as every FITS file does."""
+    try:
+        with _raw_stream(path) as stream:
+            return stream.read(9) == b"SIMPLE  ="
+    except (OSError, EOFError):
+        return False
 
 
 def _raw_stream(path: str | os.PathLike):

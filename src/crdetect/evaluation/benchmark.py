@@ -138,7 +138,10 @@ def results_rows(runs: dict[str, RunInfo], val: dict[str, Scored], test: dict[st
                  real: dict[str, dict[str, Scored]]) -> list[dict]:
     """One row per detector in the layout of the study's table, plus real-frame columns."""
     rows = []
-    for name, scored in test.items():
+    # every detector scored anywhere; the test columns stay empty without a test set (they once took the first
+    # real frame's numbers)
+    names = list(dict.fromkeys([*test, *(name for by_detector in real.values() for name in by_detector)]))
+    for name in names:
         run = runs.get(name)
         hp = run.transformer if run else {}
         row = {"model": name,
@@ -146,15 +149,17 @@ def results_rows(runs: dict[str, RunInfo], val: dict[str, Scored], test: dict[st
                "heads": hp.get("num_heads", "-"), "layers": hp.get("num_layers", "-"), "mlp": hp.get("mlp_dim", "-"),
                "params": run.params if run else "-",
                "val_dice": val[name].accumulator.counts.dice if name in val else None,
-               "val_tpr@1e-4": val[name].accumulator.tpr_at_fpr(1e-4) if name in val else None,
-               "test_dice": scored.accumulator.counts.dice}
+               "val_tpr@1e-4": val[name].accumulator.tpr_at_fpr(1e-4) if name in val else None}
+        scored = test.get(name)
+        accumulator = scored.accumulator if scored else None
+        row["test_dice"] = accumulator.counts.dice if scored else None
         for f in FPRS:
-            row[f"test_tpr@{f:g}"] = scored.accumulator.tpr_at_fpr(f)
-        row["test_prec@recall0.95"] = scored.accumulator.precision_at_recall(0.95)
-        row["test_hit_recall"] = scored.accumulator.hits.recall
-        row["test_false_hits/Mpix"] = scored.accumulator.hits.false_per_mpix
+            row[f"test_tpr@{f:g}"] = accumulator.tpr_at_fpr(f) if scored else None
+        row["test_prec@recall0.95"] = accumulator.precision_at_recall(0.95) if scored else None
+        row["test_hit_recall"] = accumulator.hits.recall if scored else None
+        row["test_false_hits/Mpix"] = accumulator.hits.false_per_mpix if scored else None
         row["epochs_to_val_dice>0.85"] = run.epochs_to_dice_085 if run else None
-        row["scoring_mpix_per_s"] = scored.mpix_per_s
+        row["scoring_mpix_per_s"] = scored.mpix_per_s if scored else None
         for frame, by_detector in real.items():
             if name in by_detector:
                 acc = by_detector[name].accumulator

@@ -63,8 +63,6 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
             real[group] = score_detectors(detectors, real_frame_samples(frames), progress, group)
             curves[group] = {name: s.accumulator.curves() for name, s in real[group].items()}
             plot_roc_pr(curves[group], out / f"roc_pr_{group}.png", f"({group})")
-    if not test:  # real frames only: the table is built on the first real frame's scores
-        test = next(iter(real.values()), {})
     rows = results_rows(infos, val, test, real)
     write_results(rows, curves, out)
     figures = sorted(out.glob("roc_pr_*.png"))
