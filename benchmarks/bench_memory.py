@@ -100,13 +100,13 @@ fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(c, name=f"CCD{{i}}") for i, c 
 
 
 def measure(case: str, size: int, threads: int, src: str | None, path: Path | None = None,
-            out: Path | None = None) -> float:
-    """Peak bytes above the pre-call level."""
+            out: Path | None = None) -> tuple[float, float]:
+    """Peak bytes above the pre-call level, and the process's whole peak resident size (libraries, model)."""
     code = CHILD.format(frame_code=FRAME_CODE, src=src or "", threads=threads, case=case, size=size,
                         path=str(path or ""), out=str(out or ""))
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     values = json.loads(result.stdout.strip().splitlines()[-1])
-    return values["peak"] - values["base"]
+    return values["peak"] - values["base"], values["peak"]
 
 
 def main() -> None:
@@ -121,14 +121,17 @@ def main() -> None:
     small, large = args.sizes
     cases = ["astroscrappy", "predict", "predict_sky", "float32", "uint16", "mef"]
     peaks: dict[str, list[float]] = {case: [] for case in cases}
+    totals: dict[str, list[float]] = {case: [] for case in cases}
     for size in (small, large):
         with tempfile.TemporaryDirectory() as tmp:
             inputs = write_inputs(Path(tmp), size, args.src)
             for case in cases:
                 if case in inputs:
-                    peaks[case].append(measure("detect", size, args.threads, args.src, inputs[case], Path(tmp) / "out"))
+                    above, total = measure("detect", size, args.threads, args.src, inputs[case], Path(tmp) / "out")
                 else:
-                    peaks[case].append(measure(case, size, args.threads, args.src))
+                    above, total = measure(case, size, args.threads, args.src)
+                peaks[case].append(above)
+                totals[case].append(total)
     names = {"astroscrappy": "astroscrappy.detect_cosmics (in memory)", "predict": "crdetect predict (in memory)",
              "predict_sky": "crdetect predict, empty sky (in memory)",
              "float32": "crdetect detect: float32 FITS", "uint16": "crdetect detect: raw uint16 FITS",
@@ -137,13 +140,15 @@ def main() -> None:
     lines = [f"peak memory above the pre-call level; frames {small}^2 and {large}^2 px ({pixels[0] / 1e6:.1f}, "
              f"{pixels[1] / 1e6:.1f} Mpix), {args.threads} threads, model default (1024 px tiles), CPU.",
              "B/px: slope between the two sizes; fixed: what does not grow with the frame (tiles, libraries).",
-             f"{'case':<42}  {'B/px':>5}  {'fixed GB':>8}  {'GB at 100 Mpix':>14}  {'B/px / astroscrappy':>19}"]
+             f"process peak: the whole process's peak resident size at {small}^2 (imports and model included).",
+             f"{'case':<42}  {'B/px':>5}  {'fixed GB':>8}  {'GB at 100 Mpix':>14}  {'B/px / astroscrappy':>19}"
+             f"  {'process peak GB':>15}"]
     slopes = {case: (peaks[case][1] - peaks[case][0]) / (pixels[1] - pixels[0]) for case in cases}
     for case in cases:
         fixed = peaks[case][0] - slopes[case] * pixels[0]
         at_100 = fixed + slopes[case] * 1e8
         lines.append(f"{names[case]:<42}  {slopes[case]:5.1f}  {fixed / 2**30:8.2f}  {at_100 / 2**30:14.2f}  "
-                     f"{slopes[case] / slopes['astroscrappy']:19.2f}")
+                     f"{slopes[case] / slopes['astroscrappy']:19.2f}  {totals[case][0] / 2**30:15.2f}")
     text = "\n".join(lines)
     print(text)
     if args.out:

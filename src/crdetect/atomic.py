@@ -65,7 +65,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     """
     path = Path(path)
     if not overwrite and os.path.lexists(path):
-        raise OutputError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"{str(path)!r} exists; pass --overwrite (overwrite=True) to replace it")
     tmp = temporary_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies

@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network arithmetic: auto (default: float16 on CUDA GPUs, measured TPR within 0.0002; "
                              "bfloat16 on CPUs with native bfloat16, AVX512-BF16 or AMX, measured ~2x faster with "
                              "TPR within 0.002; float32 elsewhere), "
-                             "float32, bfloat16, float16 (CUDA GPUs); the output header records it (CRPREC)")
+                             "float32, bfloat16, float16 (CUDA GPUs); the output header records it (CRPRECIS)")
     detect.add_argument("--no-source-veto", action="store_true",
                         help="keep every region the network flags; by default regions that look like stars (smooth, "
                              "with a PSF's wings: trailed, elongated or undersampled stars) are taken out "

@@ -18,4 +18,5 @@ class OutputError(CRDetectError, OSError):
 
 
 class OutputExistsError(OutputError):
-    """The output appeared while crdetect was writing it (another run wrote it first); it was left as it is."""
+    """The output exists (in a batch: it appeared after the run checked, another run wrote it); it was left as it
+    is."""

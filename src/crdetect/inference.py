@@ -25,6 +25,7 @@ from .errors import InputError
 from .models import create_model, uses_group_norm
 from .models.layers import fold_batch_norms, pad_to_multiple
 from .preprocessing import FrameStatistics, Preprocessing, frame_statistics, frame_statistics_torch
+from .steps import level_steps
 from .validation import as_image, check_threshold, split_input_mask
 from .veto import veto_sources
 
@@ -480,7 +481,11 @@ class CRDetector:
                 # masked pixels become NaN in a working copy: every estimate below already skips non-finite pixels
                 frame = torch.where(masked, torch.nan, frame)
             stats = statistics or frame_statistics_torch(frame)
-            normalised = self.preprocessing.normalise_batch(frame[None, None], stats.sky, stats.sigma)[0, 0]
+            # overscan, prescan and amplifier steps levelled (the same tensor where there are none)
+            levelled, _ = level_steps(frame, stats.sigma)
+            if levelled is not frame and statistics is None:
+                stats = frame_statistics_torch(levelled)
+            normalised = self.preprocessing.normalise_batch(levelled[None, None], stats.sky, stats.sigma)[0, 0]
             logits = self._predict_fitting_memory(normalised, tile, overlap, batch_size)
             del normalised
             if saturation is None:
@@ -493,20 +498,23 @@ class CRDetector:
             protected = saturated_regions_torch(
                 frame, None if saturation is None else saturation - SATURATION_NOISE_SIGMA * stats.sigma)
             never = ignored | protected
-            del ignored, frame
+            del ignored
             logits.masked_fill_(never, -torch.inf)
             # without the logits the probability takes their memory (4 bytes per pixel less)
             probability = torch.sigmoid(logits) if return_logits else logits.sigmoid_()
             # a threshold of 1 asks for certainty, which a network never has: float32 rounds p > 1 - 3e-8 up
             # to 1.0, so ">= 1" would still flag the strongest hits
             flagged = (probability >= threshold) & ~never if threshold < 1.0 else torch.zeros_like(never)
-            probability, flagged, nonfinite, logits, protected = to_host(
-                [probability, flagged, nonfinite, logits if return_logits else None, protected])
+            probability, flagged, nonfinite, logits, protected, levelled = to_host(
+                [probability, flagged, nonfinite, logits if return_logits else None, protected,
+                 None if levelled is frame else levelled])
+            del frame
         vetoed = None
         if self.source_veto if source_veto is None else source_veto:
             unusable = nonfinite if input_mask is None else nonfinite | input_mask
-            # unusable pixels take the sky here too, as before the network
-            vetoed = (veto_sources(image, flagged, stats.sigma, unusable, fill=stats.sky) if flagged.any()
+            # unusable pixels take the sky here too, as before the network; the veto sees the levelled frame
+            seen = image if levelled is None else levelled
+            vetoed = (veto_sources(seen, flagged, stats.sigma, unusable, fill=stats.sky) if flagged.any()
                       else np.zeros(flagged.shape, bool))
             if vetoed.any():
                 flagged &= ~vetoed

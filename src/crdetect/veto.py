@@ -59,6 +59,20 @@ WING_SIGNIFICANCE = 3.0
 #: without wings: too small or too faint for a diffusion spot.
 SMALL_PIXELS = 12
 FAINT_SIGMA = 30.0
+#: A smooth region touching an unflagged pixel this many sigma brighter than its own peak is a source's flank.
+SLOPE_SIGMA = 5.0
+#: A smooth round region (axis ratio under ``ROUND_ELONGATION``) with at least this many pixels at or above half
+#: its peak (a FWHM of about 2.8 px or more) is a star, wings or not: of the 1,764 real ITL footprints of the CR
+#: library 5 are that round and that wide, while a Gaussian star of FWHM 3.5 px (astroscrappy's test image)
+#: has 6-12 (9.6 on average, less where noise lifts the peak pixel) and the network flags it whole when it is
+#: bright (issue #28). Narrower stars without wings are shaped like a muon's diffusion spot and stay flagged.
+WIDE_HALF_PEAK_PX = 6
+ROUND_ELONGATION = 1.5
+#: ... and a peaked one: at most this fraction of its pixels at or above half its peak. The network flags such
+#: stars down to the noise (a Gaussian of peak 50 sigma flagged to 3 sigma has a fifth of its pixels above half
+#: the peak), while the flat-topped diffusion spots of the library have 0.4 and more (the largest, 52 px, 22
+#: above half).
+PEAKED_FRACTION = 0.3
 #: Smooth regions at least this elongated (axis ratio) that share one direction within ``TRAIL_ANGLE_DEG``
 #: degrees, at least ``TRAIL_COUNT`` of them and most of the smooth elongated regions, mark a frame trailed
 #: by non-sidereal tracking; those along it are vetoed.
@@ -128,9 +142,10 @@ def sharpness_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigma: float
     return laplacian / fine, laplacian >= SIGNIFICANT_LAPLACIAN * _LAPLACIAN_NOISE * sigma
 
 
-def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[float, float, float, float]:
-    """(wing level, edge level, noise of the wing level, peak) of ``region`` in ``cut``, above the median
-    of the annulus 7-9 px out (the local background, so galaxy light and gradients cancel)."""
+def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[float, float, float, float, int]:
+    """(wing level, edge level, noise of the wing level, peak, pixels at or above half the peak) of ``region`` in
+    ``cut``, above the median of the annulus 7-9 px out (the local background, so galaxy light and gradients
+    cancel)."""
     grown1 = ndimage.binary_dilation(region, _EIGHT)
     grown3 = ndimage.binary_dilation(grown1, _EIGHT, iterations=2)
     grown6 = ndimage.binary_dilation(grown3, _EIGHT, iterations=3)
@@ -143,7 +158,9 @@ def _surroundings(cut: np.ndarray, region: np.ndarray, sigma: float) -> tuple[fl
     local = 1.4826 * float(np.median(np.abs(outside - background))) if outside.size > 8 else 0.0
     wing_noise = max(sigma, local) / np.sqrt(max(int(ring.sum()), 1))
     wings = float(cut[ring].mean()) - background if ring.any() else 0.0
-    return wings, float(np.median(cut[edge])) - background, wing_noise, float(cut[region].max()) - background
+    peak = float(cut[region].max()) - background
+    half_peak = int(np.count_nonzero(cut[region] - background >= 0.5 * peak))
+    return wings, float(np.median(cut[edge])) - background, wing_noise, peak, half_peak
 
 
 def _axis(region: np.ndarray) -> tuple[float, float]:
@@ -207,13 +224,32 @@ def _trails_through_hits(labels: np.ndarray, boxes: list, smoothness: np.ndarray
     return taken
 
 
+def on_a_slope(cut: np.ndarray, region: np.ndarray, sigma: float) -> bool:
+    """Whether an unflagged pixel touching ``region`` (or enclosed by it) is brighter than the region's brightest
+    pixel by ``SLOPE_SIGMA`` sigma: the region lies on the flank of a brighter peak that the network did not
+    flag -- a star's shoulders flagged around its core, whole or in part (issue #28: a ring of 38 px around a
+    Gaussian star of astroscrappy's test image, too compact for wings 2-3 px out). A hit's charge peaks inside
+    what is flagged of it."""
+    around = (ndimage.binary_dilation(region, _EIGHT) | ndimage.binary_fill_holes(region)) & ~region
+    if not around.any():
+        return False
+    return float(cut[around].max()) > float(cut[region].max()) + SLOPE_SIGMA * sigma
+
+
 def smooth_is_source(cut: np.ndarray, region: np.ndarray, smoothness: float, sigma: float) -> bool:
     """Whether a smooth flagged ``region`` (bool, of ``cut``'s shape, at least ``_MARGIN`` px from the cut's
     edges where the frame allows; ``smoothness`` its sharpness, below ``SHARP_RATIO``) is a source: it has
-    wings, or it is smoother than ``SMOOTH_RATIO`` and too small or too faint for a diffusion spot."""
-    wings, edge, wing_noise, peak = _surroundings(cut, region, sigma)
+    wings, it lies on the flank of a brighter unflagged peak (:func:`on_a_slope`), it is round, peaked and wider
+    than a diffusion spot (``WIDE_HALF_PEAK_PX``, ``PEAKED_FRACTION``), or it is smoother than ``SMOOTH_RATIO``
+    and too small or too faint for a diffusion spot."""
+    wings, edge, wing_noise, peak, half_peak = _surroundings(cut, region, sigma)
     if wings > WING_FRACTION * edge and wings > WING_SIGNIFICANCE * wing_noise:
         return True
+    if on_a_slope(cut, region, sigma):
+        return True
+    size = int(region.sum())
+    if WIDE_HALF_PEAK_PX <= half_peak <= PEAKED_FRACTION * size and _axis(region)[0] < ROUND_ELONGATION:
+        return True  # a round, peaked profile wider than a diffusion spot: a star without visible wings
     return smoothness < SMOOTH_RATIO and (int(region.sum()) <= SMALL_PIXELS or peak < FAINT_SIGMA * sigma)
 
 
@@ -269,6 +305,14 @@ def veto_sources(image: np.ndarray, mask: np.ndarray, sigma: float, unusable: np
             vetoed[padded] |= region
     # non-sidereal tracking trails every star the same way: smooth elongated regions that share one
     # direction are trails, even flagged down to the noise with no wings left (a hit's direction is random)
+    # a region "sharp" only by a noise pixel (no pixel's Laplacian significant) is no evidence of a hit: it is
+    # still taken for a source when it lies on a brighter unflagged peak's flank (a crescent of a star's
+    # shoulders, flagged down to the noise)
+    for index in np.flatnonzero((smoothness >= SHARP_RATIO) & (over_significant < 0)):
+        padded = _grown(boxes[index - 1], _MARGIN, mask.shape)
+        region = labels[padded] == index
+        if on_a_slope(np.asarray(image[padded], np.float64), region, sigma):
+            vetoed[padded] |= region
     direction = tracking_direction([axes[i] for i in smooth])
     if direction is not None:
         for index in smooth:
