@@ -129,8 +129,9 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
     from astropy.io import fits
 
     from crdetect.baselines import LACosmicDetector
-    from crdetect.inference import resolve_device, resolve_precision
-    from crdetect.pipeline import DetectOptions, cached_detector, encoder_count, run_batch
+    from crdetect.device import resolve_device, resolve_precision
+    from crdetect.inference import cached_detector
+    from crdetect.pipeline import DetectOptions, encoder_count, run_batch
 
     folder = Path(tempfile.mkdtemp(prefix="bench_detect_"))
     header = fits.Header({"GAIN": gain, "RDNOISE": read_noise, "SATURATE": saturation})

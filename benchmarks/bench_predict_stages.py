@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import crdetect
-    from crdetect.inference import plateau_saturation_torch, saturated_regions_torch, to_host
+    from crdetect.device import to_host
+    from crdetect.inference.saturation import plateau_saturation_torch, saturated_regions_torch
     from crdetect.preprocessing import frame_statistics_torch
     from crdetect.veto import veto_sources
     from scipy import ndimage

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "crdetect"
 #: Layers, lowest first: a module may import its own layer and the ones below, never above.
 LAYERS = [
     ["errors", "atomic", "validation", "_optional"],
-    ["frame", "preprocessing", "steps", "models", "checkpoint", "io", "metrics", "losses"],
+    ["frame", "preprocessing", "steps", "models", "checkpoint", "pretrained", "io", "metrics", "losses", "masks",
+     "device"],
     ["inference", "veto", "inpaint"],
     ["pipeline", "interfaces", "data", "baselines", "training", "evaluation", "viewer", "weights"],
     ["cli", "__main__"],

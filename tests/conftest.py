@@ -38,11 +38,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def untrained_registry(monkeypatch, tmp_path):
     """Only `default` and `fast` shipped: the study's registry names have no weights (as before they were
     shipped), for the tests of untrained networks."""
-    import crdetect.inference
+    import crdetect.pretrained
 
     weights = tmp_path / "weights"
     weights.mkdir()
-    for name in ("default", "fast"):
-        (weights / f"{name}.pt").symlink_to(crdetect.inference.WEIGHTS_DIR / f"{name}.pt")
-    monkeypatch.setattr(crdetect.inference, "WEIGHTS_DIR", weights)
+    for name in ("default.pt", "fast.pt", crdetect.pretrained.TABLE):
+        (weights / name).symlink_to(crdetect.pretrained.WEIGHTS_DIR / name)
+    monkeypatch.setattr(crdetect.pretrained, "WEIGHTS_DIR", weights)
     return weights

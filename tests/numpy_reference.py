@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from crdetect._optional import require
 from crdetect.data.inject import add_hits, log_uniform
-from crdetect.inference import _core_window, balanced_tile, tile_origins
+from crdetect.inference.tiling import _core_window, balanced_tile, tile_origins
 from crdetect.models.layers import pad_to_multiple
 from crdetect.preprocessing import _BACKGROUND_BLOCK, FrameStatistics, Preprocessing, _reflect_indices
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crdetect.data.augment import AugmentSettings, BatchAugmenter, PatchSplit, batch_generator
-from crdetect.data.simulate import _PatchWriter
+from crdetect.data.patches import PatchWriter
 from crdetect.preprocessing import FrameStatistics, Preprocessing, local_background_torch
 from numpy_reference import PatchDataset, local_background_reference, normalise_reference
 
@@ -29,7 +29,7 @@ def flat(tmp_path_factory):
     n = 96
     images = (SKY + np.random.default_rng(0).normal(0, SIGMA, (n, 256, 256))).astype(np.float32)
     zeros = np.zeros((n, 256, 256), np.uint8)
-    writer = _PatchWriter(path, n)
+    writer = PatchWriter(path, n)
     writer.add(images, zeros, zeros, zeros + 10, {
         "band": "r", "kind": "flat", "exposure_s": 1.0, "seeing_arcsec": 1.0, "gain": GAIN, "read_noise": 5.0,
         "sky_adu": SKY, "frame_sky": SKY, "frame_sigma": SIGMA, "frame_id": 0, "y0": 0, "x0": 0})
@@ -150,7 +150,7 @@ def test_crops_rotations_and_flips_move_image_and_labels_together(tmp_path):
     images = np.full((n, 256, 256), SKY, np.float32)
     masks = (rng.random((n, 256, 256)) < 0.01).astype(np.uint8)
     images[masks > 0] += 1000.0
-    writer = _PatchWriter(path, n)
+    writer = PatchWriter(path, n)
     writer.add(images, masks, np.zeros_like(masks), masks * 255, {
         "band": "r", "kind": "flat", "exposure_s": 1.0, "seeing_arcsec": 1.0, "gain": GAIN, "read_noise": 5.0,
         "sky_adu": SKY, "frame_sky": SKY, "frame_sigma": SIGMA, "frame_id": 0, "y0": 0, "x0": 0})
@@ -161,7 +161,7 @@ def test_crops_rotations_and_flips_move_image_and_labels_together(tmp_path):
 
 
 def test_the_median_weighted_loss_needs_weight_maps(tmp_path):
-    from crdetect.data.simulate import PATCH
+    from crdetect.data.patches import PATCH
 
     h5py = pytest.importorskip("h5py")
     path = tmp_path / "old.h5"

@@ -15,7 +15,8 @@ from astropy.utils.exceptions import AstropyWarning
 
 from crdetect.cli import SAMPLE_FILE, main
 from crdetect.inference import resolve_precision
-from crdetect.data.fits_io import PROBABILITY_BSCALE, read_science_hdus
+from crdetect.io.reading import read_science_hdus
+from crdetect.io.writing import PROBABILITY_BSCALE
 
 
 def _sha(path):
@@ -37,7 +38,7 @@ def test_detect_gmos_writes_mask_and_probability_and_leaves_the_input_alone(shar
     out = tmp_path / "gmos_crmask.fits"
     with fits.open(out) as hdul:
         names = [h.name for h in hdul]
-        assert names == ["PRIMARY", "SCI", "VAR", "SKYFIT", "CRMASK", "CRPROB"]
+        assert names == ["PRIMARY", "SCI", "VAR", "SKYFIT", "CRMASK", "CRPROB", "CRVETO"]
         mask, prob = hdul["CRMASK"].data, hdul["CRPROB"].data
         assert mask.dtype == np.uint8 and mask.shape == (150, 200)
         assert prob.dtype == np.float32 and prob.shape == (150, 200)
@@ -110,10 +111,10 @@ def test_mask_only_output_holds_the_crdetect_extensions_without_the_input(tiny_c
     full, small = tmp_path / "full" / "mef_crmask.fits", tmp_path / "small" / "mef_crmask.fits"
     assert small.stat().st_size < 0.4 * full.stat().st_size
     with fits.open(full) as whole, fits.open(small) as masks_only:
-        assert [h.name for h in masks_only] == ["PRIMARY", "CRMASK", "CRPROB", "CRMASK", "CRPROB"]
+        assert [h.name for h in masks_only] == ["PRIMARY", "CRMASK", "CRPROB", "CRVETO", "CRMASK", "CRPROB", "CRVETO"]
         assert masks_only[0].data is None and masks_only[0].header["OBJECT"] == "field 7"
         assert masks_only[0].header["CRINPUT"] == "mef.fits"
-        for extension in ("CRMASK", "CRPROB"):
+        for extension in ("CRMASK", "CRPROB", "CRVETO"):
             for version in (1, 2):
                 np.testing.assert_array_equal(masks_only[extension, version].data, whole[extension, version].data)
 
@@ -285,7 +286,7 @@ def test_threads_option_sets_torch_threads_and_rejects_nonsense(shared_data, tin
 
 
 def test_probability_is_stored_in_16_bit_steps_and_read_back_as_floats():
-    from crdetect.data.fits_io import probability_hdu
+    from crdetect.io.writing import probability_hdu
 
     probability = np.random.default_rng(0).random((300, 200)).astype(np.float32)
     probability[0, :3] = [0.0, 1.0, 0.5]
@@ -308,14 +309,26 @@ def test_probability_is_stored_in_16_bit_steps_and_read_back_as_floats():
     np.testing.assert_allclose(stored[0, :3], [0.0, 1.0, 0.5], atol=1e-7)
 
 
-def test_source_veto_is_counted_in_the_header_and_can_be_turned_off(tmp_path):
-    """The shipped default on the bundled frame: CRNVETO counts the vetoed pixels (-1 with the veto off), and
-    the mask with the veto plus the vetoed pixels is the mask without it."""
-    masks = {}
-    for flag, name in (([], "on"), (["--no-source-veto"], "off")):
-        assert main(["detect", "--sample", "--precision", "float32", "--out-dir", str(tmp_path / name), "-q"] + flag) == 0
-        with fits.open(tmp_path / name / "saao_a8280271_crmask.fits") as hdul:
-            masks[name] = (hdul["CRMASK"].data > 0, hdul["CRMASK"].header["CRNVETO"], hdul["CRMASK"].header["CRNPIX"])
-    (on, vetoed, flagged_on), (off, off_count, flagged_off) = masks["on"], masks["off"]
-    assert off_count == -1 and vetoed >= 0
-    assert not (on & ~off).any() and flagged_off - flagged_on == vetoed == (off & ~on).sum()
+def test_source_veto_is_its_own_plane_counted_in_the_header_and_can_be_turned_off(tmp_path):
+    """The shipped default on a frame with a bright wingless star it flags: CRNVETO counts the vetoed pixels (-1
+    with the veto off), CRVETO holds them with the veto's thresholds, CRPROB is the network's either way, and
+    the mask with the veto plus the vetoed pixels is the mask without it. Grown masks never take vetoed pixels."""
+    from test_veto import wingless_star_frame
+
+    fits.PrimaryHDU(wingless_star_frame()).writeto(tmp_path / "star.fits")
+    planes = {}
+    for flag, name in (([], "on"), (["--no-source-veto"], "off"), (["--grow", "2"], "grown")):
+        assert main(["detect", str(tmp_path / "star.fits"), "--precision", "float32", "--out-dir",
+                     str(tmp_path / name), "-q"] + flag) == 0
+        with fits.open(tmp_path / name / "star_crmask.fits") as hdul:
+            planes[name] = {"mask": hdul["CRMASK"].data > 0, "count": hdul["CRMASK"].header["CRNVETO"],
+                            "probability": hdul["CRPROB"].data,
+                            "vetoed": hdul["CRVETO"].data > 0 if "CRVETO" in hdul else None,
+                            "cards": hdul["CRVETO"].header.copy() if "CRVETO" in hdul else {}}
+    on, off, grown = planes["on"], planes["off"], planes["grown"]
+    assert off["count"] == -1 and off["vetoed"] is None
+    assert on["count"] == on["vetoed"].sum() >= 20
+    np.testing.assert_array_equal(on["mask"] | on["vetoed"], off["mask"])
+    np.testing.assert_array_equal(on["probability"], off["probability"])
+    assert on["cards"]["VETO01"] == 3.0 and on["cards"].comments["VETO01"] == "sharp_ratio"
+    assert not (grown["mask"] & grown["vetoed"]).any()

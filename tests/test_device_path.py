@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from crdetect import load_detector
-from crdetect.inference import (_plateau_saturation_in_torch, _saturated_regions_in_torch, component_sizes,
+from crdetect.inference.saturation import (_plateau_saturation_in_torch, _saturated_regions_in_torch, component_sizes,
                                 plateau_saturation, saturated_regions)
 from crdetect.preprocessing import _frame_statistics_in_torch, frame_statistics
 from numpy_reference import normalise_reference, reference_logits

@@ -21,7 +21,7 @@ from astropy.io import fits
 from crdetect import InputError, load_detector
 from crdetect.atomic import atomic_output, remove_stale_temporaries, temporary_name
 from crdetect.cli import main
-from crdetect.data.fits_io import hdu_role, select_science
+from crdetect.io.reading import hdu_role, select_science
 
 
 def _frame(shape=(96, 128), sky=1000.0, noise=10.0, seed=0):
@@ -136,14 +136,14 @@ def test_one_amplifier_at_a_time_writes_one_output_per_amplifier(tiny_checkpoint
 
 def test_extension_can_refuse_to_inherit(tmp_path):
     path = _raw_multi_amplifier_file(tmp_path / "raw_mef.fits")
-    from crdetect.data.fits_io import read_science_hdus
+    from crdetect.io.reading import read_science_hdus
 
     sciences = read_science_hdus(path)
     assert sciences[0].keywords.get("RDNOISE") == 7.0 and sciences[0].keywords.get("GAIN") == pytest.approx(1.6)
     assert sciences[0].keywords.get("DATASEC") == "[1:72,1:64]"
     header = sciences[0].header.copy()
     header["INHERIT"] = False
-    from crdetect.data.fits_io import InheritedHeader
+    from crdetect.io.reading import InheritedHeader
 
     assert InheritedHeader(header, sciences[0].primary_header).get("RDNOISE") is None
 
@@ -414,7 +414,7 @@ def test_gmos_real_file_is_copied_byte_for_byte(shared_data, tiny_checkpoint, tm
     size = (tmp_path / "gmos.fits").stat().st_size
     assert out.read_bytes()[:size] == (tmp_path / "gmos.fits").read_bytes()
     with fits.open(out) as hdul:
-        assert [h.name for h in hdul][4:] == ["CRMASK", "CRPROB"]
+        assert [h.name for h in hdul][4:] == ["CRMASK", "CRPROB", "CRVETO"]
 
 
 def test_grow_option_widens_the_mask_but_never_onto_masked_pixels(tmp_path):

@@ -7,7 +7,7 @@ from astropy.io import fits
 
 from crdetect import load_detector
 from crdetect.cli import main
-from crdetect.data.fits_io import data_section
+from crdetect.frame import data_section
 from crdetect.inpaint import inpaint_median
 
 
@@ -77,7 +77,7 @@ def test_overscan_of_raw_frames_is_never_flagged(tmp_path):
 def test_frame_reads_what_its_header_says_once():
     from astropy.io import fits
 
-    from crdetect.data.fits_io import ScienceHDU
+    from crdetect.io.reading import ScienceHDU
     from crdetect.frame import Frame
 
     header = fits.Header({"GAIN": 2.5, "RDNOISE": 4.0, "SATURATE": 60000.0, "DATASEC": "[1:90,1:40]", "BUNIT": "adu"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crdetect.veto import SMALL_PIXELS, sharpness_at, veto_sources
+from crdetect.veto import DEFAULTS, VetoParameters, sharpness_at, veto_sources
 
 SIGMA = 10.0
 SKY = 1000.0
@@ -39,7 +39,7 @@ def test_a_star_flagged_down_to_its_wings_is_vetoed():
     star = _moffat((64, 64), (32, 32), fwhm=4.0, peak=100 * SIGMA)
     image = _sky() + star
     mask = _flag(image, 20 * SIGMA)  # the core: the wings go on outside it
-    assert mask.sum() > SMALL_PIXELS and sharpness(image, SIGMA)[0][mask].max() < 3
+    assert mask.sum() > DEFAULTS.small_pixels and sharpness(image, SIGMA)[0][mask].max() < 3
     np.testing.assert_array_equal(veto_sources(image, mask, SIGMA), mask)
 
 
@@ -60,7 +60,7 @@ def test_a_bright_diffusion_spot_without_wings_stays_a_cosmic_ray():
     spot = 300 * SIGMA * np.clip(4.0 - radius, 0, 1)  # 8 px across, a one-pixel edge, nothing beyond
     image = _sky() + spot
     mask = spot > 0
-    assert mask.sum() > SMALL_PIXELS
+    assert mask.sum() > DEFAULTS.small_pixels
     assert not veto_sources(image, mask, SIGMA).any()
 
 
@@ -104,21 +104,51 @@ def test_veto_handles_empty_masks_edges_and_unusable_pixels():
     assert vetoed.shape == mask.shape and not (vetoed & ~mask).any()
 
 
-@pytest.mark.parametrize("veto", [True, False])
-def test_predict_applies_the_veto_to_mask_probability_and_logits(veto):
+def wingless_star_frame(shape=(256, 256), centre=(128.3, 127.6), fwhm=3.5, peak=7400.0, seed=1):
+    """Sky 200, read noise 10, gain 1, and one bright Gaussian star (no wings): the shipped default flags it
+    whole (about 70 px), and the veto takes it for what it is (round, peaked, wider than a diffusion spot)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.indices(shape, dtype=float)
+    sigma = fwhm / 2.3548
+    image = 200.0 + peak * np.exp(-((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2 * sigma**2))
+    return (rng.poisson(image) + rng.normal(0, 10.0, shape)).astype(np.float32)
+
+
+def test_predict_keeps_the_networks_output_and_applies_the_veto_as_its_own_plane():
     from crdetect import load_detector
 
-    image = (_sky((256, 256), seed=4) + _moffat((256, 256), (128, 128), fwhm=2.0, peak=60 * SIGMA,
-                                                 axis_ratio=0.3)).astype(np.float32)
-    detector = load_detector("default", device="cpu", source_veto=veto)
-    result = detector.predict(image, tile=None)
-    if not veto:
-        assert result.vetoed is None
-        return
-    assert result.vetoed is not None and not (result.vetoed & result.mask).any()
-    assert (result.probability[result.vetoed] == 0).all() and np.isneginf(result.logits[result.vetoed]).all()
-    unvetoed = detector.predict(image, tile=None, source_veto=False)
-    np.testing.assert_array_equal(result.mask | result.vetoed, unvetoed.mask)
+    image = wingless_star_frame()
+    detector = load_detector("default", device="cpu")
+    vetoed = detector.predict(image, tile=None)
+    plain = detector.predict(image, tile=None, source_veto=False)
+    star = plain.mask[118:139, 118:139]
+    assert star.sum() >= 20  # the network flags the star...
+    assert plain.vetoed is None and plain.veto is None
+    assert vetoed.vetoed[118:139, 118:139].sum() == star.sum()  # ... and the veto takes all of it
+    assert not vetoed.mask.any() and vetoed.veto == DEFAULTS
+    np.testing.assert_array_equal(vetoed.mask | vetoed.vetoed, plain.mask)
+    np.testing.assert_array_equal(vetoed.probability, plain.probability)  # the network's output as it came
+    np.testing.assert_array_equal(vetoed.logits, plain.logits)
+    assert np.isneginf(vetoed.scores()[vetoed.vetoed]).all()  # ROC curves of "with the veto" rank them last
+    np.testing.assert_array_equal(vetoed.scores()[~vetoed.vetoed], plain.logits[~vetoed.vetoed])
+    assert not vetoed.mask_at(0.01)[vetoed.vetoed].any()  # another threshold keeps the veto's decision
+    assert not vetoed.grown(3)[vetoed.vetoed].any()  # and so does growing the mask
+
+
+def test_the_veto_is_the_same_through_tiles_and_its_thresholds_can_be_set():
+    from crdetect import load_detector
+
+    # the star on the seam between 128 px tiles (the model's margin is 32 px: the cores meet at 96)
+    image = wingless_star_frame(shape=(256, 256), centre=(96.2, 96.7))
+    detector = load_detector("default", device="cpu")
+    whole, tiled = detector.predict(image, tile=None), detector.predict(image, tile=128)
+    assert whole.vetoed.sum() >= 20
+    np.testing.assert_array_equal(tiled.vetoed, whole.vetoed)
+    np.testing.assert_array_equal(tiled.mask, whole.mask)
+    # a veto that never calls a round region a star (no width rule, no wings, no slopes) keeps it
+    strict = VetoParameters(wide_half_peak_px=10**6, wing_fraction=10.0, slope_sigma=10**6)
+    kept = detector.predict(image, tile=None, source_veto=strict)
+    assert kept.veto == strict and kept.mask.sum() >= 20 and not kept.vetoed.any()
 
 
 def test_shipped_models_leave_sharp_trails_and_undersampled_stars_alone():

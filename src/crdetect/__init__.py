@@ -6,7 +6,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-# Public names and the submodule of each, imported on first use (PEP 562): ``import crdetect.data.fits_io``
+# Public names and the submodule of each, imported on first use (PEP 562): ``import crdetect.io.writing``
 # in an output-encoding process, or ``crdetect --help``, then does not pay torch's 2 s import.
 _LAZY = {"load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
          "CheckpointError": "errors", "CRDetectError": "errors", "InputError": "errors", "OutputError": "errors",

@@ -62,8 +62,9 @@ class NetworkDetector(Detector):
         self.tile = tile
 
     def score(self, image, context):
+        # the logits with the veto's plane applied when it is on (vetoed pixels rank last)
         return self.detector.predict(image, tile=self.tile, statistics=context.statistics,
-                                     saturation=context.saturation).logits
+                                     saturation=context.saturation).scores()
 
 
 class LACosmicDetector(Detector):

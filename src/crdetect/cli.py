@@ -44,7 +44,7 @@ _tile_size = _number_type(int, 0, what="0 (whole frames) or a tile size in pixel
 
 def _expand_inputs(items: list[str]) -> list[Path]:
     """Files, directories (their FITS files) and glob patterns, in order, without duplicates."""
-    from .data.fits_io import FITS_SUFFIXES
+    from .io.reading import FITS_SUFFIXES
 
     paths: list[Path] = []
     for item in items:
@@ -116,7 +116,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                             file_masks=not args.no_file_mask, grow=args.grow, bad_pixel_mask=args.bad_pixel_mask,
                             encoders=args.encoders, source_veto=not args.no_source_veto)
     if args.bad_pixel_mask:  # a missing or unreadable mask file fails once, before any work
-        from .data.fits_io import open_fits
+        from .io.reading import open_fits
 
         open_fits(args.bad_pixel_mask).close()
     # a bad model name, checkpoint or tile fails once, up front; the serial path reuses this detector
@@ -167,7 +167,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         weights = "shipped" if shipped_weights(name) else "-"
         print(f"{name:<{width}}  {count_parameters(create_model(name)):>9,}  {weights:<8}  {model_description(name)}")
     from .checkpoint import load_checkpoint
-    from .inference import WEIGHTS_DIR
+    from .pretrained import WEIGHTS_DIR
 
     # default and fast first: they are the ones trained for real frames
     shipped = sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: (p.stem not in ("default", "fast"), p.stem))
@@ -304,8 +304,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     from astropy.io import fits
 
     from .data.consecutive import label_stack
-    from .data.fits_io import (GAIN_KEYWORDS, READ_NOISE_KEYWORDS, atomic_write, output_path_for, read_science_hdus,
-                               required_header_number)
+    from .io.reading import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, read_science_hdus, required_header_number
+    from .io.writing import atomic_write, output_path_for
 
     sciences = [read_science_hdus(path, args.hdu)[0] for path in args.files]
     header = sciences[0].keywords  # gain and read noise may come from the primary header (INHERIT)

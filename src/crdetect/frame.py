@@ -1,13 +1,14 @@
 """A frame: the pixels and what their header says about them, derived in one place.
 
 Gain, read noise, saturation level, data section, unit and bad-pixel mask used to be read from headers in
-several modules; :class:`Frame` reads them once (from a FITS header, a :class:`~crdetect.data.fits_io.ScienceHDU`
+several modules; :class:`Frame` reads them once (from a FITS header, a :class:`~crdetect.io.reading.ScienceHDU`
 or an astropy ``CCDData``) and :meth:`crdetect.CRDetector.predict` takes it whole: its mask is honoured,
 its saturation level protects saturated stars, and only its data section is searched.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -24,6 +25,29 @@ def header_number(header, keywords) -> float | None:
         value = header.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
+    return None
+
+
+#: Header keywords naming the part of a raw frame that holds pixels (the rest is overscan or prescan).
+DATA_SECTION_KEYWORDS = ("DATASEC", "TRIMSEC")
+
+
+def data_section(header, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+    """The frame's data section from DATASEC (else TRIMSEC), as numpy slices, or None.
+
+    FITS sections are 1-based, inclusive and x first (``[17:528,1:520]``). A section that is missing,
+    malformed, flipped or does not fit inside ``shape`` (a stale keyword kept after trimming) is ignored.
+    """
+    for key in DATA_SECTION_KEYWORDS:
+        value = header.get(key)
+        match = re.fullmatch(r"\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*", str(value or ""))
+        if not match:
+            continue
+        x1, x2, y1, y2 = map(int, match.groups())
+        if 1 <= x1 <= x2 <= shape[1] and 1 <= y1 <= y2 <= shape[0]:
+            if (x1, x2, y1, y2) == (1, shape[1], 1, shape[0]):
+                return None  # the whole frame
+            return slice(y1 - 1, y2), slice(x1 - 1, x2)
     return None
 
 
@@ -66,8 +90,6 @@ class Frame:
         """A frame whose gain, read noise, saturation, data section and unit come from ``header`` (a FITS
         header or anything with ``.get``, such as a ScienceHDU's inheriting keywords); ``full_frame`` ignores
         the data section."""
-        from .data.fits_io import data_section
-
         section = None if full_frame else data_section(header, np.shape(data))
         unit = header.get("BUNIT")
         return cls(data, header_number(header, GAIN_KEYWORDS), header_number(header, READ_NOISE_KEYWORDS),
@@ -75,7 +97,7 @@ class Frame:
 
     @classmethod
     def from_science(cls, science, full_frame: bool = False) -> "Frame":
-        """The frame of a :class:`~crdetect.data.fits_io.ScienceHDU` (keywords inherited from the primary
+        """The frame of a :class:`~crdetect.io.reading.ScienceHDU` (keywords inherited from the primary
         header where the file allows it; its own DQ/BPM plane as the mask)."""
         return cls.from_header(science.data, science.keywords, science.mask, science.label, full_frame)
 

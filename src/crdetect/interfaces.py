@@ -18,6 +18,9 @@ import logging
 import numpy as np
 
 from .errors import InputError
+from .masks import grow_mask
+
+__all__ = ["cosmicray_crdetect", "detect_cosmics", "grow_mask", "set_dq_flag"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,33 +31,10 @@ LACOSMIC_ONLY = frozenset({"inbkg", "invar", "sigclip", "sigfrac", "objlim", "ni
 
 
 def _detector(model: str, device: str, precision: str):
-    """The process's cached detector (:func:`crdetect.pipeline.cached_detector`): pipelines call once per frame."""
-    from .pipeline import cached_detector
+    """The process's cached detector (:func:`crdetect.inference.cached_detector`): pipelines call once per frame."""
+    from .inference import cached_detector
 
     return cached_detector(model, device, None, None, precision=precision)
-
-
-def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """``mask`` grown by ``pixels`` in every direction (8-connected: a square of side 2 * pixels + 1)."""
-    mask = np.asarray(mask, bool)
-    if pixels < 0:
-        raise InputError(f"grow must be >= 0 pixels, got {pixels}")
-    if pixels == 0 or not mask.any():
-        return mask.copy()
-    from scipy import ndimage
-
-    return ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=int(pixels))
-
-
-def grown_cr_mask(result, pixels: int) -> np.ndarray:
-    """A :class:`~crdetect.DetectionResult`'s CR mask grown by ``pixels``, never onto pixels that are never
-    flagged (non-finite, saturated stars, the input mask)."""
-    grown = grow_mask(result.mask, pixels)
-    grown &= ~result.nonfinite
-    grown &= ~result.protected
-    if result.masked is not None:
-        grown &= ~result.masked
-    return grown
 
 
 def set_dq_flag(dq: np.ndarray, mask: np.ndarray, flag: int = 8) -> np.ndarray:
@@ -107,7 +87,7 @@ def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, devic
     detector = _detector(str(model), device, precision)
     result = detector.predict(image, threshold=threshold, tile=tile, statistics=statistics, saturation=satlevel,
                               mask=mask)
-    crmask = grown_cr_mask(result, grow) if grow else result.mask
+    crmask = result.grown(grow) if grow else result.mask
     return image, mask, crmask, result
 
 

@@ -37,7 +37,7 @@ def _base64(array: np.ndarray, dtype: str) -> str:
 
 
 def _open(path: str | os.PathLike) -> fits.HDUList:
-    from .data.fits_io import open_fits
+    from .io.reading import open_fits
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)
@@ -67,6 +67,8 @@ def view_data(output: str | os.PathLike, extver: int | None = None, image_path: 
         header = chosen.header
         probability = np.asarray(hdul["CRPROB", chosen.ver].data, np.float64)
         science, mask_index = int(header["CRSCIEXT"]), int(header.get("CRMASKX", -1))
+        # the source veto's regions: the network's probability is kept there, the mask never holds them
+        vetoed = np.asarray(hdul["CRVETO", chosen.ver].data) != 0 if ("CRVETO", chosen.ver) in hdul else None
         copied = image_path is None and "CRINPUT" not in hdul[0].header
     source = output if copied else image_path
     if source is None:
@@ -77,6 +79,8 @@ def view_data(output: str | os.PathLike, extver: int | None = None, image_path: 
                              "was made for; pass the input file with --image")
         image = np.asarray(hdul[science].data, np.float32)
         excluded = ~np.isfinite(image)
+        if vetoed is not None:
+            excluded |= vetoed
         if 0 <= mask_index < len(hdul) and hdul[mask_index].data is not None:
             excluded |= np.asarray(hdul[mask_index].data) != 0
         name = hdul[science].name

@@ -35,7 +35,7 @@ class LabelledFrame:
 
 def _read(path: Path, hdu=0, trim: bool = False) -> np.ndarray:
     """float32 pixels of one HDU; with ``trim``, only its data section (DATASEC/TRIMSEC, overscan dropped)."""
-    from .fits_io import data_section
+    from ..frame import data_section
 
     with warnings.catch_warnings():  # old headers (ESO-LOG cards) are not errors here
         warnings.simplefilter("ignore", AstropyUserWarning)

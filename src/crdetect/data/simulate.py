@@ -27,6 +27,7 @@ from ..preprocessing import frame_statistics, noise_from_detector
 from .augment import WEIGHT_SCALE
 from .consecutive import median_weight_numpy
 from .inject import CRLibrary, add_stamp, inject_crs, load_cr_library
+from .patches import PATCH, PatchWriter
 
 logger = logging.getLogger(__name__)
 
@@ -332,8 +333,6 @@ def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str
 
 # ---------------------------------------------------------------- benchmark construction
 
-PATCH = 256
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -379,46 +378,6 @@ def _frame_jobs(preset: Preset) -> list[tuple[str, int, str]]:
             for i in range(per_band):
                 jobs.append((split, i, band))
     return jobs
-
-
-class _PatchWriter:
-    """Appends patches to an HDF5 file as they are made (the paper preset never sits in memory)."""
-
-    META = ("band", "kind", "exposure_s", "seeing_arcsec", "gain", "read_noise", "sky_adu", "frame_sky", "frame_sigma",
-            "frame_id", "y0", "x0")
-
-    def __init__(self, path: Path, expected: int) -> None:
-        h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
-
-        self.file = h5py.File(path, "w")
-        chunk = (1, PATCH, PATCH)
-        self.image = self.file.create_dataset("image", (0, PATCH, PATCH), "f4", maxshape=(None, PATCH, PATCH),
-                                              chunks=chunk, compression="gzip", compression_opts=1, shuffle=True)
-        self.mask = self.file.create_dataset("mask", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
-                                             chunks=chunk, compression="gzip", compression_opts=1)
-        self.ignore = self.file.create_dataset("ignore", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
-                                               chunks=chunk, compression="gzip", compression_opts=1)
-        # Cosmic-CoNN's median weight (alpha = 0) as uint8 / 255, for the median-weighted loss
-        self.weight = self.file.create_dataset("weight", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
-                                               chunks=chunk, compression="gzip", compression_opts=1)
-        self.meta = {k: [] for k in self.META}
-        self.n = 0
-
-    def add(self, images, masks, ignores, weights, meta: dict) -> None:
-        k = len(images)
-        for dset, values in ((self.image, images), (self.mask, masks), (self.ignore, ignores), (self.weight, weights)):
-            dset.resize(self.n + k, axis=0)
-            dset[self.n:self.n + k] = values
-        for key in self.META:
-            self.meta[key] += list(meta[key]) if np.ndim(meta[key]) else [meta[key]] * k
-        self.n += k
-
-    def close(self) -> None:
-        for key, values in self.meta.items():
-            text = {"band": "S8", "kind": "S16"}.get(key)
-            data = np.array(values, dtype=text) if text else np.asarray(values)
-            self.file.create_dataset(f"meta/{key}", data=data)
-        self.file.close()
 
 
 @functools.lru_cache(maxsize=1)
@@ -507,7 +466,7 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = p.counts()
-    writers = {s: _PatchWriter(out / f"{s}.h5", counts[s]) for s in ("train", "val", "test")}
+    writers = {s: PatchWriter(out / f"{s}.h5", counts[s]) for s in ("train", "val", "test")}
     # exactly counts["val"] of the train/val patches, drawn at random over all frames, go to validation
     n_trainval = counts["train"] + counts["val"]
     val_ids = np.zeros(n_trainval, bool)

@@ -3,10 +3,10 @@ process with the stages in threads (:mod:`.streaming`), in worker processes or o
 (:mod:`.batch`), with the options of ``crdetect detect`` (:mod:`.options`)."""
 
 from .batch import BatchSummary, plan_outputs, run_batch, wrote_everything
-from .options import DetectOptions, cached_detector, detector_for, encoder_count, frame_noise
+from .options import DetectOptions, detector_for, encoder_count, frame_noise
 from .stages import SUMMARY_COLUMNS, FileJob, RunStopped, detect_file
 from .streaming import run_streaming
 
-__all__ = ["BatchSummary", "DetectOptions", "FileJob", "RunStopped", "SUMMARY_COLUMNS", "cached_detector",
+__all__ = ["BatchSummary", "DetectOptions", "FileJob", "RunStopped", "SUMMARY_COLUMNS",
            "detect_file", "detector_for", "encoder_count", "frame_noise", "plan_outputs", "run_batch",
            "run_streaming", "wrote_everything"]

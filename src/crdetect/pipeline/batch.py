@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +27,7 @@ def plan_outputs(paths: list[Path], options: DetectOptions) -> list[Path]:
         Two inputs of one directory would still share an output (``x.fits`` and ``x.fits.fz``): decided
         before any work, so nothing is overwritten or skipped by mistake.
     """
-    from ..data.fits_io import output_path_for
+    from ..io.writing import output_path_for
 
     suffix = hdu_suffix(options.hdu)
     flat = [output_path_for(p, options.out_dir, suffix) for p in paths]
@@ -122,7 +121,7 @@ def run_batch(paths: list[Path], options: DetectOptions, jobs: int = 1, schedule
     files removed, the summary written with the unprocessed files marked, and the interruption re-raised.
     """
     from ..atomic import remove_stale_temporaries
-    from ..data.fits_io import ensure_output_dir
+    from ..io.writing import ensure_output_dir
 
     outputs = plan_outputs(paths, options)
     directories = sorted({o.parent for o in outputs})

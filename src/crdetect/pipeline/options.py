@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass
@@ -57,7 +56,7 @@ def frame_noise(frame, options: DetectOptions, source: str):
     The frame must be bias-subtracted for this (the sky is taken as photons). Only the data section is
     used, and the frame's masked pixels are left out of the estimates.
     """
-    from ..data.fits_io import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
+    from ..io.reading import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
     from ..preprocessing import FrameStatistics, frame_statistics, noise_from_detector
 
     def statistics():
@@ -74,22 +73,10 @@ def frame_noise(frame, options: DetectOptions, source: str):
     return None
 
 
-@functools.lru_cache(maxsize=2)
-def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False,
-                    precision: str = "auto", source_veto: bool = True):
-    """One detector per process, loaded on first use (the CLI's up-front check fills the cache)."""
-    import torch
-
-    from ..inference import load_detector
-
-    if threads:
-        torch.set_num_threads(threads)
-    return load_detector(model, device=device, threshold=threshold, compile=compile, precision=precision,
-                         source_veto=source_veto)
-
-
 def detector_for(options: DetectOptions):
-    """The process's cached detector for ``options``."""
+    """The process's cached detector for ``options`` (the CLI's up-front check fills the cache)."""
+    from ..inference import cached_detector
+
     return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile,
                            options.precision, options.source_veto)
 

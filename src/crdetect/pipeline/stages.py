@@ -73,7 +73,7 @@ class FileOpened:
     """Reader -> writer: the input is open and valid; create its output."""
 
     job: FileJob
-    source: object  # fits_io.OutputSource
+    source: object  # io.writing.OutputSource
     started: float
 
 
@@ -82,7 +82,7 @@ class ImageRead:
     """Reader -> detector: one science image and the EXTVER of its extensions."""
 
     job: FileJob
-    science: object  # fits_io.ScienceHDU
+    science: object  # io.reading.ScienceHDU
     extver: int
 
 
@@ -91,7 +91,7 @@ class ImageDetected:
     """Detector -> writer: one image's extensions (or their encoding in progress) and its summary row."""
 
     job: FileJob
-    extensions: object  # fits_io.Extensions, or a Future of their bytes
+    extensions: object  # io.writing.Extensions, or a Future of their bytes
     row: dict
 
 
@@ -124,7 +124,7 @@ def is_fatal(err: BaseException) -> bool:
 
 def rows_from_output(out_path: Path, base: dict) -> list[dict]:
     """Summary rows of an output written earlier (restarts with ``--skip-existing``), from its headers."""
-    from ..data.fits_io import open_fits
+    from ..io.reading import open_fits
 
     rows = []
     try:
@@ -160,7 +160,7 @@ def _existing_output(job: FileJob, options: DetectOptions) -> list[dict] | None:
 def _read_sciences(hdul, path: Path, options: DetectOptions):
     """The science images of an open input, read one at a time (with the bad-pixel mask file's plane
     OR-ed into each one's mask), each with the EXTVER of its extensions: an iterator of (science, extver)."""
-    from ..data.fits_io import external_mask, open_fits, read_science, select_science
+    from ..io.reading import external_mask, open_fits, read_science, select_science
 
     plans = select_science(hdul, options.hdu, options.file_masks, path)
     # EXTVER pairs each CRMASK with its science HDU's index, shifted by one when the primary HDU is searched
@@ -188,7 +188,8 @@ def _read_sciences(hdul, path: Path, options: DetectOptions):
 def read_file(job: FileJob, options: DetectOptions):
     """The read stage: the messages of one input, in order. The file is opened and checked whole (headers,
     length) before the first image is read; its images are read one at a time, so memory holds one."""
-    from ..data.fits_io import OutputSource, open_fits
+    from ..io.reading import open_fits
+    from ..io.writing import OutputSource
 
     started = time.perf_counter()
     try:
@@ -209,10 +210,9 @@ def read_file(job: FileJob, options: DetectOptions):
 def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageDetected | FileSettled:
     """The detect stage: CRs in one science image, as its output extensions and its summary row (the image's
     pixels are dropped), or the file's error rows."""
-    from ..data.fits_io import crdetect_extensions
+    from ..io.writing import crdetect_extensions
     from ..frame import Frame
     from ..inpaint import inpaint_median
-    from ..interfaces import grown_cr_mask
 
     science, job = message.science, message.job
     message.science = None  # the caller's message no longer holds the image
@@ -225,7 +225,7 @@ def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageD
             result = detector.predict(frame, tile=options.tile, statistics=statistics, return_logits=False)
         del frame
         if options.grow:
-            result = replace(result, mask=grown_cr_mask(result, options.grow))
+            result = replace(result, mask=result.grown(options.grow))
         cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
     except Exception as err:
         return FileSettled(job, error_rows(err, job))
@@ -299,7 +299,7 @@ class OutputWriter:
         self._discard()
 
     def _open(self, message: FileOpened) -> None:
-        from ..data.fits_io import detection_output
+        from ..io.writing import detection_output
 
         self._discard()
         job = message.job
@@ -362,7 +362,7 @@ def detect_file(path: str | Path, options: DetectOptions, detector=None, out_pat
     RunStopped
         No later file could be written either (a full disk); its ``rows`` are this file's.
     """
-    from ..data.fits_io import output_path_for
+    from ..io.writing import output_path_for
 
     if job is None:
         path = Path(path)

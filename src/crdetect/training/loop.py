@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data.augment import AugmentSettings, BatchAugmenter, PatchSplit, batch_generator
-from ..inference import resolve_device
+from ..device import resolve_device
 from ..losses import training_loss, validation_loss
 from ..metrics import ScoreAccumulator
 from ..models import create_model, uses_group_norm

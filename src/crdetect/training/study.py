@@ -125,7 +125,7 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
 
 def _train_rows(rows: list[StudyRow], out: Path, together: bool, progress: bool) -> None:
     """Train the rows into ``out/runs/NAME``, the splits loaded once per group of rows sharing data."""
-    from ..inference import resolve_device
+    from ..device import resolve_device
     from .loop import TrainingData, _preprocessing_of, data_key, train_together
 
     groups: dict[tuple, list[StudyRow]] = {}
