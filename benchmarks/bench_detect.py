@@ -239,7 +239,8 @@ def main() -> int:
         if compile or gpu:  # the first call compiles / warms up CUDA kernels: timed apart
             started = time.perf_counter()
             detector.predict(image, tile=tile)
-            notes.append(f"{spec}{' compiled' if compile else ''} {precision} tile {tile}: first call {time.perf_counter() - started:.1f} s")
+            first = time.perf_counter() - started
+            notes.append(f"{spec}{' compiled' if compile else ''} {precision} tile {tile}: first call {first:.1f} s")
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         return lambda: detector.predict(image, tile=tile)  # returns numpy: the GPU is synchronised
@@ -253,7 +254,8 @@ def main() -> int:
                                      + ([precision] if precision != "float32" else [])
                                      + ([f"tile {tile or 'whole'}"] if len(args.tile) > 1 else []))
                     candidates.append((label, lambda s=spec, t=tile or None, p=precision, c=compile: ours(s, t, p, c)))
-    candidates += [] if args.no_peers else [("astroscrappy (LA-Cosmic)", lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
+    candidates += [] if args.no_peers else [("astroscrappy (LA-Cosmic)",
+                                             lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
                    ("deepCR decam" + (" (GPU)" if gpu and not args.peers_on_cpu else ""),
                     lambda: (lambda d=DeepCRDetector(device="GPU" if gpu and not args.peers_on_cpu else "CPU"):
                              lambda: d.score(image, context))()),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detect import make_frame  # noqa: E402
+from bench_detect import make_frame
 
 
 def timed(fn, device: torch.device, repeat: int) -> float:
@@ -45,12 +45,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
+    from scipy import ndimage
+
     import crdetect
     from crdetect.device import to_host
     from crdetect.inference.saturation import plateau_saturation_torch, saturated_regions_torch
     from crdetect.preprocessing import frame_statistics_torch
     from crdetect.veto import veto_sources
-    from scipy import ndimage
 
     device = torch.device(args.device)
     detector = crdetect.load_detector(args.model, device=args.device, precision=args.precision)
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
         flagged = ((torch.sigmoid(logits) >= detector.threshold) & ~protected).cpu().numpy()
         stages[f"source veto ({ndimage.label(flagged, np.ones((3, 3)))[1]} regions, host)"] = \
             lambda: veto_sources(image, flagged, stats.sigma)
-        lines = [f"predict stages: {detector.name} {args.precision} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}"
+        where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        lines = [f"predict stages: {detector.name} {args.precision} on {where}"
                  f", {image.shape[1]} x {image.shape[0]} px, torch {torch.__version__}, saturation "
                  f"{'given' if saturation is not None else 'searched'} (level {level})"]
         total = 0.0

@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                     synchronize(device)
                 compile_seconds = time.perf_counter() - compile_started
                 seconds = timed(run.step, (synthetic for _ in range(args.warmup + steps)), device, args.warmup)
-                cells.append(f"{args.batch_size / seconds:.1f}" + (f" ({compile_seconds:.0f} s)" if switches.get("compile") else ""))
+                compiled = f" ({compile_seconds:.0f} s)" if switches.get("compile") else ""
+                cells.append(f"{args.batch_size / seconds:.1f}{compiled}")
                 del run
             lines.append(f"{name:<12} " + " | ".join(cells))
             print(lines[-1], flush=True)

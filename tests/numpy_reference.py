@@ -5,15 +5,13 @@ benchmarks/bench_train.py), the local background and normalisation, and the per-
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-
-from concurrent.futures import ThreadPoolExecutor
-
 from scipy import ndimage
+from torch.utils.data import Dataset
 
 from crdetect._optional import require
 from crdetect.data.inject import add_hits, log_uniform

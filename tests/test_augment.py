@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from numpy_reference import PatchDataset, local_background_reference, normalise_reference
 
 from crdetect.data.augment import AugmentSettings, BatchAugmenter, PatchSplit, batch_generator
 from crdetect.data.patches import PatchWriter
 from crdetect.preprocessing import FrameStatistics, Preprocessing, local_background_torch
-from numpy_reference import PatchDataset, local_background_reference, normalise_reference
 
 SKY, GAIN = 400.0, 2.0
 SIGMA = float(np.sqrt(SKY / GAIN + 25.0))

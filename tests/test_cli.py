@@ -332,3 +332,28 @@ def test_source_veto_is_its_own_plane_counted_in_the_header_and_can_be_turned_of
     np.testing.assert_array_equal(on["probability"], off["probability"])
     assert on["cards"]["VETO01"] == 3.0 and on["cards"].comments["VETO01"] == "sharp_ratio"
     assert not (grown["mask"] & grown["vetoed"]).any()
+
+
+def test_the_parsers_are_checked_against_the_option_dataclasses():
+    """Every DetectOptions field is a destination of ``crdetect detect``'s parser, and every option of the batch
+    augmentation a TrainConfig field that ``crdetect train`` sets and AugmentSettings takes by name (issue #27:
+    one option once lived in five places)."""
+    from dataclasses import fields
+
+    from crdetect.cli import build_parser
+    from crdetect.data.augment import AugmentSettings
+    from crdetect.pipeline import DetectOptions
+    from crdetect.training import TrainConfig
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+
+    def destinations(name):
+        return {action.dest for action in subparsers[name]._actions}
+
+    assert {f.name for f in fields(DetectOptions)} <= destinations("detect")
+    config_fields = {f.name for f in fields(TrainConfig)}
+    settable = {f.name for f in fields(AugmentSettings)} & config_fields
+    assert {"pedestal_prob", "extra_hits", "hit_zoom", "hit_charge", "line_prob", "crop"} <= settable
+    assert settable - {"sky_boost", "pedestal_peak"} <= destinations("train")  # those two: YAML only
+    assert destinations("train") - {"help", "config", "out", "model_kwargs_json", "local_background", "verbose",
+                                    "quiet", "debug"} <= config_fields

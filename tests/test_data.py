@@ -8,14 +8,20 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from numpy_reference import PatchDataset, add_line, add_pedestal
 from scipy import ndimage
 
 from crdetect import Preprocessing
-from crdetect.data.inject import add_hits
-from numpy_reference import PatchDataset, add_line, add_pedestal
-from crdetect.data.inject import cr_track, inject_crs, load_cr_library
-from crdetect.data.simulate import (PRESETS, DetectorModel, SimulationConfig, bleed_saturation, build_benchmark,
-                                    plan, simulate_frame)
+from crdetect.data.inject import add_hits, cr_track, inject_crs, load_cr_library
+from crdetect.data.simulate import (
+    PRESETS,
+    DetectorModel,
+    SimulationConfig,
+    bleed_saturation,
+    build_benchmark,
+    plan,
+    simulate_frame,
+)
 from crdetect.preprocessing import FrameStatistics, frame_statistics, local_background
 
 SMALL = DetectorModel(shape=(512, 512))
@@ -289,7 +295,12 @@ def test_simulate_in_parallel_processes_writes_the_same_files(tmp_path):
     for name in ("train.h5", "val.h5", "test.h5"):
         with h5py.File(tmp_path / "1" / name) as serial, h5py.File(tmp_path / "2" / name) as parallel:
             keys = []
-            serial.visit(lambda key: keys.append(key) if isinstance(serial[key], h5py.Dataset) else None)
+
+            def collect(key, keys=keys, serial=serial):
+                if isinstance(serial[key], h5py.Dataset):
+                    keys.append(key)
+
+            serial.visit(collect)
             assert keys and {"image", "mask", "ignore", "meta/frame_id"} <= set(keys)
             for key in keys:
                 np.testing.assert_array_equal(serial[key][()], parallel[key][()], err_msg=f"{name}:{key}")

@@ -11,12 +11,17 @@ import os
 import numpy as np
 import pytest
 import torch
+from numpy_reference import normalise_reference, reference_logits
 
 from crdetect import load_detector
-from crdetect.inference.saturation import (_plateau_saturation_in_torch, _saturated_regions_in_torch, component_sizes,
-                                plateau_saturation, saturated_regions)
+from crdetect.inference.saturation import (
+    _plateau_saturation_in_torch,
+    _saturated_regions_in_torch,
+    component_sizes,
+    plateau_saturation,
+    saturated_regions,
+)
 from crdetect.preprocessing import _frame_statistics_in_torch, frame_statistics
-from numpy_reference import normalise_reference, reference_logits
 
 DEVICE = torch.device(os.environ.get("CRDETECT_TEST_DEVICE", "cpu"))
 # float32 convolutions on a GPU run in TF32 (cuDNN's default): logits agree to about 1e-2 there

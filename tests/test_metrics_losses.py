@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from crdetect.losses import (alpha_schedule, bce_dice_loss, bce_loss, dice_loss, get_loss, median_weight_map,
-                             median_weighted_bce_loss)
+from crdetect.losses import (
+    alpha_schedule,
+    bce_dice_loss,
+    bce_loss,
+    dice_loss,
+    get_loss,
+    median_weight_map,
+    median_weighted_bce_loss,
+)
 from crdetect.metrics import ScoreAccumulator, confusion, hit_counts
 
 

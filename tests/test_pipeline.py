@@ -1,7 +1,6 @@
 """Inpainting by hand."""
 
 import numpy as np
-
 import pytest
 from astropy.io import fits
 
@@ -77,8 +76,8 @@ def test_overscan_of_raw_frames_is_never_flagged(tmp_path):
 def test_frame_reads_what_its_header_says_once():
     from astropy.io import fits
 
-    from crdetect.io.reading import ScienceHDU
     from crdetect.frame import Frame
+    from crdetect.io.reading import ScienceHDU
 
     header = fits.Header({"GAIN": 2.5, "RDNOISE": 4.0, "SATURATE": 60000.0, "DATASEC": "[1:90,1:40]", "BUNIT": "adu"})
     frame = Frame.from_header(np.zeros((40, 100), np.float32), header)

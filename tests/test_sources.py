@@ -8,9 +8,9 @@ from scipy import ndimage
 
 pytest.importorskip("galsim")
 
-from crdetect.baselines import Detector  # noqa: E402
-from crdetect.data.simulate import line_kernel  # noqa: E402
-from crdetect.evaluation.sources import SOURCE_KINDS, score_sources, source_frames, sources_table  # noqa: E402
+from crdetect.baselines import Detector
+from crdetect.data.simulate import line_kernel
+from crdetect.evaluation.sources import SOURCE_KINDS, score_sources, source_frames, sources_table
 
 
 def test_line_kernel_is_a_normalised_centred_segment():

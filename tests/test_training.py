@@ -9,8 +9,8 @@ import torch
 
 from crdetect import create_model, load_detector
 from crdetect.cli import main
-from crdetect.inference import shipped_weights
 from crdetect.data.simulate import build_benchmark
+from crdetect.inference import shipped_weights
 from crdetect.training import TrainConfig, average_checkpoints, kept_epochs, train
 from crdetect.training.loop import parameter_groups
 

@@ -12,7 +12,8 @@ _LAZY = {"load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
          "CheckpointError": "errors", "CRDetectError": "errors", "InputError": "errors", "OutputError": "errors",
          "Frame": "frame", "CRDetector": "inference", "DetectionResult": "inference", "load_detector": "inference",
          "cosmicray_crdetect": "interfaces", "detect_cosmics": "interfaces", "grow_mask": "interfaces",
-         "set_dq_flag": "interfaces", "count_parameters": "models", "create_model": "models",
+         "set_dq_flag": "interfaces", "count_parameters": "models", "create_model": "pretrained",
+         "list_pretrained": "pretrained", "VetoParameters": "veto",
          "list_models": "models", "register_model": "models", "FrameStatistics": "preprocessing",
          "Preprocessing": "preprocessing"}
 

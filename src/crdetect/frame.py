@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .errors import InputError
+
 #: Header keywords of the saturation level, in order of preference.
 SATURATION_KEYWORDS = ("SATURATE", "SATLEVEL", "SATURATN", "MAXLIN")
 GAIN_KEYWORDS = ("GAIN", "EGAIN", "ATODGAIN", "CCDGAIN")
@@ -51,6 +53,15 @@ def data_section(header, shape: tuple[int, int]) -> tuple[slice, slice] | None:
     return None
 
 
+def required_header_number(value: float | None, header, keywords, what: str, source: str) -> float:
+    """``value`` if given, else the first of ``keywords`` in ``header``; a clear error naming the option if neither."""
+    found = value if value is not None else header_number(header, keywords)
+    if found is None:
+        raise InputError(f"no {what} in the header of {source} (looked for {', '.join(keywords)}); "
+                         f"pass --{what.replace(' ', '-')}")
+    return float(found)
+
+
 @dataclass
 class Frame:
     """A 2-D image and what is known about it.
@@ -86,7 +97,7 @@ class Frame:
 
     @classmethod
     def from_header(cls, data: np.ndarray, header, mask: np.ndarray | None = None, label: str = "",
-                    full_frame: bool = False) -> "Frame":
+                    full_frame: bool = False) -> Frame:
         """A frame whose gain, read noise, saturation, data section and unit come from ``header`` (a FITS
         header or anything with ``.get``, such as a ScienceHDU's inheriting keywords); ``full_frame`` ignores
         the data section."""
@@ -96,20 +107,20 @@ class Frame:
                    header_number(header, SATURATION_KEYWORDS), section, mask, str(unit) if unit else None, label)
 
     @classmethod
-    def from_science(cls, science, full_frame: bool = False) -> "Frame":
+    def from_science(cls, science, full_frame: bool = False) -> Frame:
         """The frame of a :class:`~crdetect.io.reading.ScienceHDU` (keywords inherited from the primary
         header where the file allows it; its own DQ/BPM plane as the mask)."""
         return cls.from_header(science.data, science.keywords, science.mask, science.label, full_frame)
 
     @classmethod
-    def from_ccddata(cls, ccd, full_frame: bool = False) -> "Frame":
+    def from_ccddata(cls, ccd, full_frame: bool = False) -> Frame:
         """The frame of an astropy ``CCDData`` (its ``meta`` as the header, its mask, its unit)."""
         frame = cls.from_header(np.asarray(ccd.data), ccd.meta or {}, None if ccd.mask is None else
                                 np.asarray(ccd.mask) != 0, full_frame=full_frame)
         return replace(frame, unit=str(ccd.unit) if ccd.unit is not None else frame.unit)
 
     def with_overrides(self, gain: float | None = None, read_noise: float | None = None,
-                       saturation: float | None = None) -> "Frame":
+                       saturation: float | None = None) -> Frame:
         """This frame with the values a user gave in place of the header's (None keeps the header's)."""
         return replace(self, gain=self.gain if gain is None else gain,
                        read_noise=self.read_noise if read_noise is None else read_noise,

@@ -61,9 +61,10 @@ def set_dq_flag(dq: np.ndarray, mask: np.ndarray, flag: int = 8) -> np.ndarray:
     return out
 
 
-def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, device, precision, tile, sigma=None):
-    """Detection shared by both interfaces: returns the image (float32), the CR mask and the result."""
-    from .preprocessing import FrameStatistics, frame_statistics, noise_from_detector
+def _run(indat, inmask, *, gain, readnoise, satlevel, model, threshold, grow, device, precision, tile, sigma=None):
+    """Detection shared by both interfaces: returns the image (float32), the input mask, the CR mask and the
+    result."""
+    from .preprocessing import FrameStatistics, detector_statistics, frame_statistics
     from .validation import as_image, check_number, check_threshold, split_input_mask
 
     image, mask = split_input_mask(indat, inmask)
@@ -78,12 +79,13 @@ def _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, devic
     grow = check_number(grow, "grow", 0, integer=True, optional=False)
     tile = check_number(tile, "tile", 0, integer=True) or None
     statistics = None
-    if gain is not None or readnoise is not None or sigma is not None:
-        stats = frame_statistics(image, ignore=mask)
-        if sigma is None:
-            # the detector's noise model, as LA-Cosmic's: the frame must include its sky (counts)
-            sigma = noise_from_detector(stats.sky, 1.0 if gain is None else gain, 6.5 if readnoise is None else readnoise)
-        statistics = FrameStatistics(sky=stats.sky, sigma=float(sigma))
+    if sigma is not None:  # the CCDData's own uncertainty
+        statistics = FrameStatistics(sky=frame_statistics(image, ignore=mask).sky, sigma=float(sigma))
+    elif gain is not None or readnoise is not None:
+        # the detector's noise model, as LA-Cosmic's (the frame includes its sky, in counts); an omitted number
+        # takes astroscrappy's default, 1.0 e-/ADU or 6.5 e-
+        statistics = detector_statistics(image, 1.0 if gain is None else gain, 6.5 if readnoise is None else readnoise,
+                                         ignore=mask)
     detector = _detector(str(model), device, precision)
     result = detector.predict(image, threshold=threshold, tile=tile, statistics=statistics, saturation=satlevel,
                               mask=mask)
@@ -146,8 +148,8 @@ def detect_cosmics(indat, inmask=None, *, gain: float | None = None, readnoise: 
         logger.debug("LA-Cosmic parameters %s do not apply to a network and are ignored", sorted(lacosmic_options))
     from .inpaint import inpaint_median
 
-    image, mask, crmask, result = _run(indat, inmask, gain, readnoise, satlevel, model, threshold, grow, device,
-                                       precision, tile)
+    image, mask, crmask, result = _run(indat, inmask, gain=gain, readnoise=readnoise, satlevel=satlevel, model=model,
+                                       threshold=threshold, grow=grow, device=device, precision=precision, tile=tile)
     cleanarr = inpaint_median(image, crmask, exclude=mask) if clean else None
     if return_probability:
         return crmask, cleanarr, result.probability
@@ -217,8 +219,9 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
     sigma = _frame_sigma(ccd, own_mask) if gain is None and readnoise is None else None
     if satlevel is None:
         satlevel = header_number(ccd.meta, SATURATION_KEYWORDS) if ccd.meta is not None else None
-    image, mask, crmask, result = _run(ccd.data, own_mask, gain, readnoise, satlevel, model, threshold, grow, device,
-                                       precision, tile, sigma=sigma)
+    image, mask, crmask, result = _run(ccd.data, own_mask, gain=gain, readnoise=readnoise, satlevel=satlevel,
+                                       model=model, threshold=threshold, grow=grow, device=device, precision=precision,
+                                       tile=tile, sigma=sigma)
     out = ccd.copy()
     out.mask = crmask.copy() if own_mask is None else own_mask | crmask
     if clean:

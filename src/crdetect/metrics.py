@@ -79,7 +79,7 @@ class HitCounts:
     false: int = 0  # flagged groups with no labelled (or ignored) pixel within 1 px
     pixels: int = 0  # pixels scored
 
-    def __add__(self, other: "HitCounts") -> "HitCounts":
+    def __add__(self, other: HitCounts) -> HitCounts:
         return HitCounts(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
 
     @property

@@ -62,6 +62,17 @@ def noise_from_detector(sky, gain: float, read_noise: float):
     return float(noise) if np.ndim(noise) == 0 else noise
 
 
+def detector_statistics(image: np.ndarray, gain: float, read_noise: float, sky: float | None = None,
+                        ignore: np.ndarray | None = None) -> FrameStatistics:
+    """The sky (``sky``, else measured robustly on ``image`` without its ``ignore`` pixels) and the detector's noise
+    at that sky, sqrt(sky * gain + read_noise^2) / gain: what scales a frame whose gain and read noise are known.
+
+    The one place both the CLI (gain and read noise from options or the header) and the drop-ins (astroscrappy's
+    defaults for an omitted one) compute it. The frame must be bias-subtracted (the sky is taken as photons)."""
+    level = frame_statistics(image, ignore=ignore).sky if sky is None else float(sky)
+    return FrameStatistics(sky=level, sigma=noise_from_detector(level, gain, read_noise))
+
+
 def frame_statistics(image: np.ndarray, ignore: np.ndarray | None = None) -> FrameStatistics:
     """Robust sky level and pixel noise of a frame.
 
@@ -107,7 +118,7 @@ def frame_statistics(image: np.ndarray, ignore: np.ndarray | None = None) -> Fra
     return FrameStatistics(sky=float(median), sigma=float(std))
 
 
-def _median(values: "torch.Tensor") -> "torch.Tensor":
+def _median(values: torch.Tensor) -> torch.Tensor:
     """numpy's median of a 1-D tensor (the mean of the two middle values for an even count)."""
     n = values.numel()
     if values.is_cuda:
@@ -120,7 +131,7 @@ def _median(values: "torch.Tensor") -> "torch.Tensor":
     return upper if n % 2 else (values.kthvalue(n // 2).values + upper) / 2
 
 
-def frame_statistics_torch(image: "torch.Tensor", ignore: "torch.Tensor | None" = None) -> FrameStatistics:
+def frame_statistics_torch(image: torch.Tensor, ignore: torch.Tensor | None = None) -> FrameStatistics:
     """:func:`frame_statistics` in torch, on the image's device (a 2-D tensor); the same numbers.
 
     The same subsample (every k-th finite pixel, every k-th row for the differences), astropy's
@@ -133,7 +144,7 @@ def frame_statistics_torch(image: "torch.Tensor", ignore: "torch.Tensor | None" 
     return _frame_statistics_in_torch(image, ignore)
 
 
-def _frame_statistics_in_torch(image: "torch.Tensor", ignore: "torch.Tensor | None" = None) -> FrameStatistics:
+def _frame_statistics_in_torch(image: torch.Tensor, ignore: torch.Tensor | None = None) -> FrameStatistics:
     import torch
 
     if ignore is not None:
@@ -251,7 +262,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Preprocessing":
+    def from_dict(cls, values: dict) -> Preprocessing:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a newer checkpoint format)."""
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
@@ -281,7 +292,7 @@ class Preprocessing:
         out = self.normalise_batch(planes, torch.full((n,), stats.sky), torch.full((n,), stats.sigma))
         return out.numpy().reshape(array.shape)
 
-    def normalise_batch(self, images: "torch.Tensor", sky: "torch.Tensor", sigma: "torch.Tensor") -> "torch.Tensor":
+    def normalise_batch(self, images: torch.Tensor, sky: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """:meth:`normalise` in torch for a batch (N, 1, H, W) on any device; one sky and sigma per image.
 
         The same arithmetic as crdetect's former numpy code (tested against it): the local background, when
@@ -330,7 +341,7 @@ class Preprocessing:
         return out
 
 
-def _symmetric_indices(length: int, before: int, after: int, device) -> "torch.Tensor":
+def _symmetric_indices(length: int, before: int, after: int, device) -> torch.Tensor:
     """Indices of an axis padded by ``before``/``after`` in scipy.ndimage's "reflect" mode (numpy's
     "symmetric": the edge pixel is repeated)."""
     import torch
@@ -341,7 +352,7 @@ def _symmetric_indices(length: int, before: int, after: int, device) -> "torch.T
     return torch.where(index < length, index, period - 1 - index)
 
 
-def _reflect_pad_to_multiple(images: "torch.Tensor", block: int) -> "torch.Tensor":
+def _reflect_pad_to_multiple(images: torch.Tensor, block: int) -> torch.Tensor:
     """Pad the last two axes at their end to a multiple of ``block`` as :func:`_reflect_indices` does."""
     import torch
 
@@ -351,7 +362,7 @@ def _reflect_pad_to_multiple(images: "torch.Tensor", block: int) -> "torch.Tenso
     return images.index_select(-2, rows).index_select(-1, columns)
 
 
-def local_background_torch(images: "torch.Tensor", window: int, max_elements: int = 1 << 25) -> "torch.Tensor":
+def local_background_torch(images: torch.Tensor, window: int, max_elements: int = 1 << 25) -> torch.Tensor:
     """:func:`local_background` in torch for finite images (N, 1, H, W) on any device.
 
     Medians of 3 x 3 blocks, a median filter over ``window / 3`` blocks (scipy's "reflect" edges), and

@@ -73,7 +73,7 @@ class PatchSplit:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", limit: int | None = None, seed: int = 0,
-             need_weight: bool = False, device_fraction: float = 0.6) -> "PatchSplit":
+             need_weight: bool = False, device_fraction: float = 0.6) -> PatchSplit:
         """Read a split (or a reproducible random ``limit`` of it) into tensors.
 
         On CUDA the split goes to the device when it takes less than ``device_fraction`` of the free device

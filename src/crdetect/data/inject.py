@@ -43,7 +43,7 @@ class CRLibrary:
         """Hits per pixel per second."""
         return len(self.footprints) / (self.exposure_s * self.area_px)
 
-    def pool(self, split: str) -> "CRLibrary":
+    def pool(self, split: str) -> CRLibrary:
         """The ``"train"`` or ``"test"`` subset (disjoint; the test pool is every 10th footprint)."""
         if split not in ("train", "test", "all"):
             raise ValueError(f"unknown pool {split!r}; choose train, test or all")

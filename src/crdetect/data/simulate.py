@@ -5,9 +5,9 @@ magnitude distribution (bright ones saturate and bleed along columns), Sersic ga
 a Moffat PSF of random seeing, Poisson and read noise, a few bad columns and hot pixels (labelled
 "ignore"), and cosmic rays from the real footprint library (:mod:`crdetect.data.inject`).
 
-Label choice: a pixel is a CR pixel when the injected charge is at least ``label_nsigma`` (2) times
-the pixel's noise (sky + read noise) and the pixel is not saturated. Fainter fringe pixels of a
-footprint are invisible in the data and would only teach the network to guess.
+Label choice: a pixel is a CR pixel when the injected charge is at least ``label_nsigma`` (2) times the pixel's
+noise (sky + read noise) and the pixel is not saturated. Fainter fringe pixels of a footprint are invisible in
+the data and would only teach the network to guess.
 """
 
 from __future__ import annotations
@@ -329,9 +329,6 @@ def expose(scene: Scene, rng: np.random.Generator, config: SimulationConfig, lib
 def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str, library: CRLibrary) -> Frame:
     """One DECam-like frame in ADU with its CR label, ignore mask and conditions."""
     return expose(render_scene(rng, config, band), rng, config, library)
-
-
-# ---------------------------------------------------------------- benchmark construction
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,15 @@ import numpy as np
 from .._optional import require
 from ..baselines import Detector, LACosmicDetector, NetworkDetector, make_baselines
 from ..inference import load_detector
-from .benchmark import (iterate_patches, read_run, real_frame_groups, real_frame_samples, results_rows, score_detectors,
-                        write_results)
+from .benchmark import (
+    iterate_patches,
+    read_run,
+    real_frame_groups,
+    real_frame_samples,
+    results_rows,
+    score_detectors,
+    write_results,
+)
 from .plots import plot_prediction_maps, plot_roc_pr, plot_training_curves, write_report
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,14 @@
 from ..device import check_precision, cpu_has_native_bfloat16, resolve_device, resolve_precision, to_host
 from ..pretrained import WEIGHTS_DIR
 from .detector import CRDetector
-from .loader import (cached_detector, is_untrained_name, load_detector, shipped_model_names, shipped_weights,
-                     unknown_model_message)
+from .loader import (
+                     cached_detector,
+                     is_untrained_name,
+                     load_detector,
+                     shipped_model_names,
+                     shipped_weights,
+                     unknown_model_message,
+)
 from .result import DetectionResult
 from .saturation import plateau_saturation, saturated_regions
 from .tiling import DEFAULT_BATCH_SIZE, DEFAULT_TILE, balanced_tile, tile_origins

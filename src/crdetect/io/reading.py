@@ -30,7 +30,6 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from ..errors import InputError
-from ..frame import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, header_number  # noqa: F401 - used through this module
 
 logger = logging.getLogger(__name__)
 
@@ -432,12 +431,3 @@ def read_science_hdus(path: str | os.PathLike, hdu: str | int | None = None,
     """
     with open_fits(path) as hdul:
         return [read_science(hdul, plan, path) for plan in select_science(hdul, hdu, use_file_masks, path)]
-
-
-def required_header_number(value: float | None, header, keywords, what: str, source: str) -> float:
-    """``value`` if given, else the first of ``keywords`` in ``header``; a clear error naming the option if neither."""
-    found = value if value is not None else header_number(header, keywords)
-    if found is None:
-        raise InputError(f"no {what} in the header of {source} (looked for {', '.join(keywords)}); "
-                         f"pass --{what.replace(' ', '-')}")
-    return float(found)

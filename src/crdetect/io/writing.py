@@ -182,7 +182,7 @@ class OutputSource:
     primary_header: fits.Header
 
     @classmethod
-    def of(cls, hdul: fits.HDUList) -> "OutputSource":
+    def of(cls, hdul: fits.HDUList) -> OutputSource:
         last = hdul[-1].fileinfo()
         return cls(last["datLoc"] + last["datSpan"], hdul[0].header.copy())
 

@@ -56,20 +56,16 @@ def frame_noise(frame, options: DetectOptions, source: str):
     The frame must be bias-subtracted for this (the sky is taken as photons). Only the data section is
     used, and the frame's masked pixels are left out of the estimates.
     """
-    from ..io.reading import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
-    from ..preprocessing import FrameStatistics, frame_statistics, noise_from_detector
-
-    def statistics():
-        return frame_statistics(frame.pixels, ignore=frame.section_mask)
+    from ..frame import GAIN_KEYWORDS, READ_NOISE_KEYWORDS, required_header_number
+    from ..preprocessing import FrameStatistics, detector_statistics, frame_statistics
 
     if options.noise_from_header or options.gain is not None or options.read_noise is not None:
         known = {"GAIN": frame.gain, "RDNOISE": frame.read_noise} if options.noise_from_header else {}
         gain = required_header_number(options.gain, known, GAIN_KEYWORDS, "gain", source)
         read_noise = required_header_number(options.read_noise, known, READ_NOISE_KEYWORDS, "read noise", source)
-        sky = options.sky if options.sky is not None else statistics().sky
-        return FrameStatistics(sky=sky, sigma=noise_from_detector(sky, gain, read_noise))
+        return detector_statistics(frame.pixels, gain, read_noise, sky=options.sky, ignore=frame.section_mask)
     if options.sky is not None:
-        return FrameStatistics(sky=options.sky, sigma=statistics().sigma)
+        return FrameStatistics(sky=options.sky, sigma=frame_statistics(frame.pixels, ignore=frame.section_mask).sigma)
     return None
 
 

@@ -210,9 +210,9 @@ def read_file(job: FileJob, options: DetectOptions):
 def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageDetected | FileSettled:
     """The detect stage: CRs in one science image, as its output extensions and its summary row (the image's
     pixels are dropped), or the file's error rows."""
-    from ..io.writing import crdetect_extensions
     from ..frame import Frame
     from ..inpaint import inpaint_median
+    from ..io.writing import crdetect_extensions
 
     science, job = message.science, message.job
     message.science = None  # the caller's message no longer holds the image

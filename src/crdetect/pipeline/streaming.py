@@ -133,7 +133,7 @@ def run_streaming(jobs: list[FileJob], options: DetectOptions, record, progress:
                         if not stages.put(stages.to_detect, message, "read"):
                             return
                 stages.put(stages.to_detect, _END, "read")
-        except BaseException as err:  # noqa: BLE001 - the reader died: the run stops
+        except BaseException as err:
             stages.fail(RunStopped(f"the reader stopped: {type(err).__name__}: {err}"))
 
     bar = tqdm(total=len(jobs), desc="crdetect", unit="file", disable=not progress or len(jobs) < 2)
@@ -150,7 +150,7 @@ def run_streaming(jobs: list[FileJob], options: DetectOptions, record, progress:
                     writer.handle(message)
         except RunStopped as err:
             stages.fail(err)
-        except BaseException as err:  # noqa: BLE001 - the writer died: the run stops
+        except BaseException as err:
             stages.fail(RunStopped(f"the writer stopped: {type(err).__name__}: {err}"))
         finally:
             writer.close()

@@ -1,7 +1,7 @@
 """Training: configuration, the loop, resumable runs."""
 
-from .config import TrainConfig
 from .averaging import average_checkpoints, kept_epochs
+from .config import TrainConfig
 from .loop import train
 
 __all__ = ["TrainConfig", "average_checkpoints", "kept_epochs", "train"]

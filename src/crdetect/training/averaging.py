@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..losses import validation_loss
 from ..preprocessing import Preprocessing

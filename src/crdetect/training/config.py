@@ -67,7 +67,7 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(asdict(self), sort_keys=False))
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
         """Read a YAML file; keyword overrides (e.g. from the command line) win."""
         yaml = require("yaml", "train", "training configurations (YAML)")
         values = yaml.safe_load(Path(path).read_text()) or {}

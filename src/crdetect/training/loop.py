@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -52,10 +52,10 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 
 
 def augment_settings(config: TrainConfig) -> AugmentSettings:
-    """The batch augmentation a config asks for."""
-    return AugmentSettings(crop=config.crop, sky_boost=config.sky_boost, pedestal_prob=config.pedestal_prob,
-                           pedestal_peak=tuple(config.pedestal_peak), line_prob=config.line_prob,
-                           extra_hits=config.extra_hits, hit_zoom=config.hit_zoom, hit_charge=tuple(config.hit_charge))
+    """The batch augmentation a config asks for: every :class:`AugmentSettings` field the config has, by name (lists
+    from YAML become the settings' tuples), so an augmentation option is a field of both and nothing else."""
+    values = {f.name: getattr(config, f.name) for f in fields(AugmentSettings) if hasattr(config, f.name)}
+    return AugmentSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def data_key(config: TrainConfig) -> tuple:
