@@ -165,8 +165,7 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
         return runs
     try:
         lacosmic = LACosmicDetector()
-        from crdetect.baselines import ImageContext
-        from crdetect.preprocessing import frame_statistics
+        from crdetect.frame import Frame
 
         # LA-Cosmic takes seconds a file: at most 4 are timed and the time is scaled to all of them
         timed_paths = paths[:4]
@@ -176,8 +175,7 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
                 with fits.open(path) as hdul:
                     data = hdul[0].data.astype(np.float32)
                     h = hdul[0].header
-                context = ImageContext(frame_statistics(data), h["GAIN"], h["RDNOISE"], h["SATURATE"])
-                mask = lacosmic.detect(data, context)
+                mask = lacosmic.detect(Frame(data, gain=h["GAIN"], read_noise=h["RDNOISE"], saturation=h["SATURATE"]))
                 fits.PrimaryHDU(mask.astype(np.uint8)).writeto(folder / f"{path.stem}_lacosmic.fits", overwrite=True)
             seconds = (time.perf_counter() - started) * len(paths) / len(timed_paths)
         runs[f"LA-Cosmic files ({args.files})"] = (seconds, memory.above_base, None)
@@ -215,7 +213,8 @@ def main() -> int:
     import torch
 
     import crdetect
-    from crdetect.baselines import CosmicCoNNDetector, DeepCRDetector, ImageContext, LACosmicDetector
+    from crdetect.baselines import CosmicCoNNDetector, DeepCRDetector, LACosmicDetector
+    from crdetect.frame import Frame
     from crdetect.preprocessing import frame_statistics
 
     torch.set_num_threads(args.threads)
@@ -227,7 +226,8 @@ def main() -> int:
         image, gain, read_noise, saturation = frame.image, frame.gain, frame.read_noise, 1.6e5 / frame.gain
         description = "simulated DECam CCD, r band"
     mpix = image.size / 1e6
-    context = ImageContext(frame_statistics(image), gain, read_noise, saturation)
+    frame_facts = Frame(image, gain=gain, read_noise=read_noise, saturation=saturation)
+    statistics = frame_statistics(image)
     runs = {}
 
     notes = []
@@ -255,12 +255,12 @@ def main() -> int:
                                      + ([f"tile {tile or 'whole'}"] if len(args.tile) > 1 else []))
                     candidates.append((label, lambda s=spec, t=tile or None, p=precision, c=compile: ours(s, t, p, c)))
     candidates += [] if args.no_peers else [("astroscrappy (LA-Cosmic)",
-                                             lambda: (lambda d=LACosmicDetector(): lambda: d.detect(image, context))()),
+                                             lambda: (lambda d=LACosmicDetector(): lambda: d.detect(frame_facts))()),
                    ("deepCR decam" + (" (GPU)" if gpu and not args.peers_on_cpu else ""),
                     lambda: (lambda d=DeepCRDetector(device="GPU" if gpu and not args.peers_on_cpu else "CPU"):
-                             lambda: d.score(image, context))()),
+                             lambda: d.score(frame_facts, statistics))()),
                    ("Cosmic-CoNN ground_imaging",
-                    lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(image, context))())]
+                    lambda: (lambda d=CosmicCoNNDetector(): lambda: d.score(frame_facts, statistics))())]
     for name, build in candidates:
         try:
             fn = build()

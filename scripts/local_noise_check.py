@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from crdetect.baselines import NetworkDetector
-from crdetect.evaluation.benchmark import iterate_patches, real_frame_groups, real_frame_samples, score_detectors
+from crdetect.evaluation.benchmark import iterate_patches, real_frame_groups, score_detectors
 from crdetect.inference import load_detector
 from crdetect.preprocessing import Preprocessing, frame_statistics, local_background
 
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=REAL)
     parser.add_argument("--sim", type=Path, default=Path("out/small_mix/test.h5"), help="simulated test set")
     args = parser.parse_args()
-    groups = {name: list(real_frame_samples(frames)) for name, frames in real_frame_groups(args.real).items()}
+    groups = {name: list(frames) for name, frames in real_frame_groups(args.real).items()}
     if args.sim.exists():
         groups["simulated test (256 patches)"] = list(iterate_patches(args.sim, 256))
     print("| model | noise | " + " | ".join(f"{g}: TPR @1e-4 / @1e-3, hits found, false / Mpix" for g in groups) + " |")

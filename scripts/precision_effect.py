@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from crdetect.baselines import NetworkDetector
-from crdetect.evaluation.benchmark import real_frame_groups, real_frame_samples, tpr_at_fprs
+from crdetect.evaluation.benchmark import real_frame_groups, tpr_at_fprs
 from crdetect.inference import load_detector
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -31,11 +31,11 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--models", nargs="+", default=["default", "fast"])
     args = parser.parse_args()
-    groups = {name: list(real_frame_samples(frames)) for name, frames in real_frame_groups(args.real).items()}
-    images = [(image, context) for samples in groups.values() for image, _, _, context in samples]
-    mpix = sum(image.size for image, _ in images) / 1e6
+    groups = {name: list(frames) for name, frames in real_frame_groups(args.real).items()}
+    samples_all = [sample for samples in groups.values() for sample in samples]
+    mpix = sum(sample.image.size for sample in samples_all) / 1e6
     header = " | ".join(f"{g} @{f:g}" for g in groups for f in FPRS)
-    print(f"Device {args.device}; masks compared on the {len(images)} real frames ({mpix:.2f} Mpix).\n")
+    print(f"Device {args.device}; masks compared on the {len(samples_all)} real frames ({mpix:.2f} Mpix).\n")
     print(f"| model | precision | {header} | mask px per Mpix | mask px changed per Mpix (vs {args.precision[0]}) "
           "| max logit change (0.001 < p < 0.999) |")
     print("|---|---|" + "---|" * (len(groups) * len(FPRS) + 3))
@@ -45,7 +45,8 @@ def main() -> None:
             detector = load_detector(name, device=args.device, precision=precision)
             scorer = NetworkDetector(detector, name=name)
             tprs = [f"{t:.4f}" for samples in groups.values() for t in tpr_at_fprs(scorer, samples, FPRS)]
-            results = [detector.predict(image, statistics=c.statistics, saturation=c.saturation) for image, c in images]
+            results = [detector.predict(s.image, statistics=s.scaling, saturation=s.frame.saturation)
+                       for s in samples_all]
             if reference is None:
                 reference = results
             flagged = sum(int(r.mask.sum()) for r in results)

@@ -14,7 +14,7 @@ import csv
 from pathlib import Path
 
 from crdetect.baselines import LACosmicDetector, NetworkDetector
-from crdetect.evaluation.benchmark import real_frame_groups, real_frame_samples, tpr_at_fprs
+from crdetect.evaluation.benchmark import real_frame_groups, tpr_at_fprs
 from crdetect.inference import load_detector
 from crdetect.training import kept_epochs
 
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--real", type=Path, default=REAL, help="the real-data folder (shared/data/real)")
     args = parser.parse_args()
     groups = real_frame_groups(args.real)
-    samples = [list(real_frame_samples(groups[name])) for name in ("kpno_m51", "hst_wfpc2", "injected")]
+    samples = [list(groups[name]) for name in ("kpno_m51", "hst_wfpc2", "injected")]
     print("| checkpoint | val loss (own val set) | M51 @1e-4 | M51 @1e-3 | WFPC2 @1e-4 | WFPC2 @1e-3 "
           "| injected @1e-4 | injected @1e-3 |")
     print("|---|---|---|---|---|---|---|---|")

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from crdetect import load_detector
-from crdetect.evaluation.benchmark import real_frame_groups, real_frame_samples
+from crdetect.evaluation.benchmark import real_frame_groups
 from crdetect.evaluation.sources import source_frames
 from crdetect.veto import sharpness_at
 
@@ -76,8 +76,8 @@ def main() -> None:
     for kind in ("elongated", "undersampled", "trailed_sharp", "sidereal"):
         rows = []
         for frame in source_frames(kind, args.frames, (1024, 1024), seed=5):
-            stats = frame.context.statistics
-            result = detector.predict(frame.image, statistics=stats, saturation=frame.context.saturation,
+            stats = frame.sample.scaling
+            result = detector.predict(frame.image, statistics=stats, saturation=frame.sample.frame.saturation,
                                       return_logits=False)
             ratio = sharpness_ratio(frame.image, result.mask, stats.sigma)
             rows += flagged_components(result.mask, ratio, frame.truth, frame.footprint)
@@ -85,10 +85,11 @@ def main() -> None:
     if args.real.is_dir():
         for name, frames in real_frame_groups(args.real).items():
             rows = []
-            for image, truth, _, context in real_frame_samples(frames):
-                result = detector.predict(image, statistics=context.statistics, saturation=context.saturation,
+            for sample in frames:
+                image, truth = sample.image, sample.truth
+                result = detector.predict(image, statistics=sample.scaling, saturation=sample.frame.saturation,
                                           return_logits=False)
-                ratio = sharpness_ratio(image, result.mask, context.statistics.sigma)
+                ratio = sharpness_ratio(image, result.mask, sample.scaling.sigma)
                 rows += flagged_components(result.mask, ratio, truth, None)
             report(f"real {name}", rows)
 

@@ -22,8 +22,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import crdetect
-    from crdetect.baselines import ImageContext, LACosmicDetector
-    from crdetect.preprocessing import frame_statistics
+    from crdetect.baselines import LACosmicDetector
+    from crdetect.frame import Frame
 
     rng = np.random.default_rng(0)
     size, sigma = 1024, 10.0
@@ -37,8 +37,8 @@ def main() -> None:
     flagged = {}
     for name in ("default", "fast"):
         flagged[name] = crdetect.load_detector(name, device="cpu").detect(image)[ys, xs]
-    context = ImageContext(frame_statistics(image), 4.0, 6.0, 65535.0)
-    flagged["LA-Cosmic (astroscrappy defaults)"] = LACosmicDetector().detect(image, context)[ys, xs]
+    frame = Frame(image, gain=4.0, read_noise=6.0, saturation=65535.0)
+    flagged["LA-Cosmic (astroscrappy defaults)"] = LACosmicDetector().detect(frame)[ys, xs]
     lines = ["Fraction of isolated single-pixel outliers flagged, by amplitude (sky noise units), on an empty "
              f"DECam-like sky ({ys.size} outliers, 1024 x 1024, 1000 +- 10 ADU); scripts/single_pixel_outliers.py",
              "", "| amplitude (sigma) | " + " | ".join(flagged) + " |", "|---|" + "---:|" * len(flagged)]

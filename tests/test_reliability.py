@@ -8,8 +8,9 @@ import torch
 from astropy.io import fits
 
 from crdetect import CRDetector, Preprocessing, create_model
-from crdetect.baselines import CosmicCoNNDetector, DeepCRDetector, ImageContext, peer_available
+from crdetect.baselines import CosmicCoNNDetector, DeepCRDetector, peer_available
 from crdetect.cli import main
+from crdetect.frame import Frame
 from crdetect.preprocessing import frame_statistics
 
 
@@ -59,6 +60,6 @@ def test_peers_run_with_their_shipped_weights(peer, shared_data):
     if not peer_available(module):
         pytest.skip(f"{module} is not installed (pip install 'crdetect[peers]')")
     image = fits.getdata(shared_data / "real" / "b1_hsc_lsst" / "hsc_crs.fits").astype(np.float32)
-    score = peer().score(image, ImageContext(frame_statistics(image), gain=1.0, read_noise=5.0))
+    score = peer().score(Frame(image, gain=1.0, read_noise=5.0), frame_statistics(image))
     assert score.shape == image.shape and np.isfinite(score).all()
     assert 0 <= score.min() and score.max() <= 1 and (score > 0.5).sum() > 10  # the HSC cutout has obvious CRs

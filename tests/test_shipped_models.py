@@ -14,12 +14,11 @@ from astropy.io import fits
 from scipy import ndimage
 
 from crdetect import load_detector
-from crdetect.baselines import ImageContext, LACosmicDetector, NetworkDetector
+from crdetect.baselines import LACosmicDetector, NetworkDetector
 from crdetect.cli import main
 from crdetect.data.real import gmos_boxes, injected_frames, m51_frame, wfpc2_frame
 from crdetect.inference import shipped_weights
 from crdetect.metrics import ScoreAccumulator
-from crdetect.preprocessing import frame_statistics
 
 SHIPPED = ["default", "fast"]
 
@@ -40,8 +39,7 @@ def _tpr(detector, frames, fprs=(1e-4, 1e-3)):
     """TPR at ``fprs`` over ``frames`` (a LabelledFrame or a list, pooled)."""
     acc = ScoreAccumulator(detector.threshold)
     for frame in frames if isinstance(frames, list) else [frames]:
-        context = ImageContext(frame_statistics(frame.image), frame.gain, frame.read_noise, frame.saturation)
-        acc.update(detector.score(frame.image, context), frame.truth, frame.ignore)
+        acc.update(detector.score(frame.frame, frame.scaling), frame.truth, frame.ignore)
     return [acc.tpr_at_fpr(f) for f in fprs]
 
 

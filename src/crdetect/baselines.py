@@ -5,19 +5,20 @@
   their pretrained weights; optional (``pip install crdetect[peers]``), skipped with a message when
   not installed.
 
-Every detector maps an image (with its sky/noise statistics, gain and read noise) to a per-pixel
-*score*, larger meaning more CR-like, and has a default threshold on that score.
+Every detector maps a :class:`~crdetect.frame.Frame` (the pixels with their gain, read noise and saturation
+level) and the sky and noise that scale it to a per-pixel *score*, larger meaning more CR-like, and has a
+default threshold on that score.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
 from ._optional import require
+from .frame import Frame
 from .preprocessing import FrameStatistics
 
 logger = logging.getLogger(__name__)
@@ -26,28 +27,26 @@ logger = logging.getLogger(__name__)
 LACOSMIC_SIGCLIPS = (2.0, 3.0, 4.0, 4.5, 5.0, 6.0, 8.0, 12.0, 20.0, 50.0)
 
 
-@dataclass
-class ImageContext:
-    """What a detector may know about an image besides its pixels."""
-
-    statistics: FrameStatistics
-    gain: float = 1.0
-    read_noise: float = 5.0
-    saturation: float = 65535.0
+#: What the peers assume where a frame does not say (LA-Cosmic's gain 1 and a typical read noise; a 16-bit ADC).
+DEFAULT_GAIN, DEFAULT_READ_NOISE, DEFAULT_SATURATION = 1.0, 5.0, 65535.0
 
 
-def finite_image(image: np.ndarray, context: ImageContext) -> np.ndarray:
-    """float32 copy with NaN/inf replaced by the sky level (the peers cannot take them)."""
-    return np.where(np.isfinite(image), image, context.statistics.sky).astype(np.float32)
+def finite_image(frame: Frame, statistics: FrameStatistics) -> np.ndarray:
+    """float32 copy of the frame's pixels with NaN/inf replaced by the sky level (the peers cannot take them)."""
+    return np.where(np.isfinite(frame.data), frame.data, statistics.sky).astype(np.float32)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else float(value)
 
 
 class Detector:
-    """Interface: ``name``, ``threshold`` (on the score) and ``score(image, context)``."""
+    """Interface: ``name``, ``threshold`` (on the score) and ``score(frame, statistics)``."""
 
     name: str = "detector"
     threshold: float = 0.5
 
-    def score(self, image: np.ndarray, context: ImageContext) -> np.ndarray:  # pragma: no cover - interface
+    def score(self, frame: Frame, statistics: FrameStatistics) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -61,10 +60,10 @@ class NetworkDetector(Detector):
         self.threshold = float(np.log(p / (1 - p)))
         self.tile = tile
 
-    def score(self, image, context):
+    def score(self, frame, statistics):
         # the logits with the veto's plane applied when it is on (vetoed pixels rank last)
-        return self.detector.predict(image, tile=self.tile, statistics=context.statistics,
-                                     saturation=context.saturation).scores()
+        return self.detector.predict(frame.data, tile=self.tile, statistics=statistics,
+                                     saturation=frame.saturation).scores()
 
 
 class LACosmicDetector(Detector):
@@ -83,23 +82,24 @@ class LACosmicDetector(Detector):
     def __init__(self, sigclips=LACOSMIC_SIGCLIPS, objlim: float = 5.0, sigfrac: float = 0.3, niter: int = 4) -> None:
         self.sigclips, self.objlim, self.sigfrac, self.niter = tuple(sorted(sigclips)), objlim, sigfrac, niter
 
-    def _mask(self, image, context, sigclip):
+    def _mask(self, image: np.ndarray, frame: Frame, sigclip: float) -> np.ndarray:
         astroscrappy = require("astroscrappy", "peers", "the LA-Cosmic baseline")
         mask, _ = astroscrappy.detect_cosmics(np.ascontiguousarray(image, np.float32), sigclip=sigclip,
-                                              sigfrac=self.sigfrac, objlim=self.objlim, gain=context.gain,
-                                              readnoise=context.read_noise, satlevel=context.saturation,
-                                              niter=self.niter)
+                                              sigfrac=self.sigfrac, objlim=self.objlim,
+                                              gain=_or(frame.gain, DEFAULT_GAIN),
+                                              readnoise=_or(frame.read_noise, DEFAULT_READ_NOISE),
+                                              satlevel=_or(frame.saturation, DEFAULT_SATURATION), niter=self.niter)
         return mask
 
-    def detect(self, image, context, sigclip: float = 4.5) -> np.ndarray:
+    def detect(self, frame: Frame, sigclip: float = 4.5) -> np.ndarray:
         """One astroscrappy run at ``sigclip`` (what a user of LA-Cosmic gets)."""
-        return self._mask(image, context, sigclip)
+        return self._mask(frame.data, frame, sigclip)
 
-    def score(self, image, context):
-        image = finite_image(image, context)
+    def score(self, frame, statistics):
+        image = finite_image(frame, statistics)
         score = np.zeros(image.shape, np.float32)
         for sigclip in self.sigclips:
-            mask = self._mask(image, context, sigclip)
+            mask = self._mask(image, frame, sigclip)
             if not mask.any():
                 break  # masks shrink as sigclip grows
             score[mask] = sigclip
@@ -127,8 +127,8 @@ class DeepCRDetector(Detector):
 
         self.model = deepCR(mask=model, device=device)
 
-    def score(self, image, context):
-        image = finite_image(image, context)
+    def score(self, frame, statistics):
+        image = finite_image(frame, statistics)
         probability = self.model.clean(image, threshold=0.5, inpaint=False, binary=False)
         return np.asarray(probability, np.float32)
 
@@ -150,8 +150,8 @@ class CosmicCoNNDetector(Detector):
 
         self.model = cosmic_conn.init_model(model)
 
-    def score(self, image, context):
-        image = finite_image(image, context) * context.gain
+    def score(self, frame, statistics):
+        image = finite_image(frame, statistics) * _or(frame.gain, DEFAULT_GAIN)
         return np.asarray(self.model.detect_cr(image), np.float32)
 
 

@@ -137,3 +137,54 @@ class Frame:
         if self.mask is None:
             return None
         return self.mask if self.section is None else self.mask[self.section]
+
+
+@dataclass
+class LabelledFrame:
+    """A :class:`Frame` with a CR label, for evaluation: what every scoring path (the benchmark's patches, the real
+    frames, the simulated source frames) hands to the detectors.
+
+    Attributes
+    ----------
+    frame : Frame
+        The image with its gain, read noise and saturation level (what a detector may know).
+    truth : ndarray of bool
+        The CR label.
+    ignore : ndarray of bool
+        Pixels left out of the scores (unlabelled real hits, bad columns).
+    description : str
+        What the label is, and is not.
+    statistics : FrameStatistics, optional
+        The sky and noise that scale the frame; measured on the pixels when not given (:attr:`scaling`).
+    """
+
+    frame: Frame
+    truth: np.ndarray
+    ignore: np.ndarray
+    description: str = ""
+    statistics: object | None = None  # crdetect.preprocessing.FrameStatistics
+
+    @classmethod
+    def of(cls, name: str, image: np.ndarray, truth: np.ndarray, ignore: np.ndarray, gain: float | None,
+           read_noise: float | None, saturation: float | None, description: str = "",
+           statistics=None) -> LabelledFrame:
+        """A labelled frame from its pixels and facts."""
+        return cls(Frame(image, gain=gain, read_noise=read_noise, saturation=saturation, label=name), truth, ignore,
+                   description, statistics)
+
+    @property
+    def name(self) -> str:
+        return self.frame.label
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.frame.data
+
+    @property
+    def scaling(self):
+        """The sky and noise that scale the frame (:attr:`statistics`, else measured once on the pixels)."""
+        if self.statistics is None:
+            from .preprocessing import frame_statistics
+
+            self.statistics = frame_statistics(self.frame.data)
+        return self.statistics

@@ -8,7 +8,6 @@ them is perfect ground truth.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +15,8 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
+from ..frame import LabelledFrame
 from ..preprocessing import frame_statistics, local_background
-
-
-@dataclass
-class LabelledFrame:
-    """A real frame with a CR label for evaluation."""
-
-    name: str
-    image: np.ndarray
-    truth: np.ndarray
-    ignore: np.ndarray
-    gain: float
-    read_noise: float
-    saturation: float
-    description: str
 
 
 def _read(path: Path, hdu=0, trim: bool = False) -> np.ndarray:
@@ -54,7 +40,7 @@ def wfpc2_frame(root: Path) -> LabelledFrame:
     folder = Path(root) / "a2_hst_wfpc2_dfcosmic"
     image = _read(folder / "hst_im_ext3.fits")
     truth = _read(folder / "hst_im_ext3_iraf_mask.fits") > 0.5
-    return LabelledFrame("hst_wfpc2", image, truth, np.zeros_like(truth), 7.0, 5.0, 4095.0,
+    return LabelledFrame.of("hst_wfpc2", image, truth, np.zeros_like(truth), 7.0, 5.0, 4095.0,
                          "HST WFPC2 F814W; label: IRAF LA-Cosmic mask (biased towards LA-Cosmic)")
 
 
@@ -73,7 +59,7 @@ def m51_frame(root: Path) -> LabelledFrame:
     stats = frame_statistics(original)
     real_hits = sharp_outliers(original, stats.sigma, sharpness=None)
     gain = max(stats.sky / stats.sigma**2, 0.1)
-    return LabelledFrame("kpno_m51", image, truth, real_hits & ~truth, gain, 1.0, 1e9,
+    return LabelledFrame.of("kpno_m51", image, truth, real_hits & ~truth, gain, 1.0, 1e9,
                          "KPNO M51 with third-party injected CRs; label: the injection mask; real CRs ignored")
 
 
@@ -137,7 +123,7 @@ def injected_frames(root: str | Path, seed: int = 0, hits_per_mpix: float = 1000
         image, truth = add_hits(original, np.zeros(original.shape, np.float32), ignore.astype(np.float32), rng,
                                 stats.sky, stats.sigma, gain, mean_hits, track_fraction=0.0,
                                 charge_scale=(1.0, 1.0), pool="test")
-        frames.append(LabelledFrame(f"injected_{name}", image, truth > 0.5, ignore, gain, 1.0, saturation,
+        frames.append(LabelledFrame.of(f"injected_{name}", image, truth > 0.5, ignore, gain, 1.0, saturation,
                                     f"{file} with held-out library hits (label: added charge >= 2 sigma)"))
     return frames
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..baselines import Detector, ImageContext
+from ..baselines import Detector
+from ..frame import LabelledFrame
 from ..metrics import ScoreAccumulator
-from ..preprocessing import FrameStatistics, frame_statistics
+from ..preprocessing import FrameStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def read_run(run_dir: str | Path) -> RunInfo:
 
 
 def iterate_patches(h5_path: str | Path, max_patches: int | None = None, seed: int = 0):
-    """Yield (image, truth, ignore, ImageContext) for the patches of a benchmark file."""
+    """Yield a :class:`~crdetect.frame.LabelledFrame` for each patch of a benchmark file (the frame's sky and noise
+    from the patch's metadata)."""
     h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
     from ..data.augment import random_subset
@@ -98,9 +100,9 @@ def iterate_patches(h5_path: str | Path, max_patches: int | None = None, seed: i
         meta = {k: f[f"meta/{k}"][:] for k in ("frame_sky", "frame_sigma", "gain", "read_noise")}
         for i in indices:
             gain = float(meta["gain"][i])
-            context = ImageContext(FrameStatistics(float(meta["frame_sky"][i]), float(meta["frame_sigma"][i])),
-                                   gain=gain, read_noise=float(meta["read_noise"][i]), saturation=1.6e5 / gain)
-            yield f["image"][i], f["mask"][i] > 0, f["ignore"][i] > 0, context
+            statistics = FrameStatistics(float(meta["frame_sky"][i]), float(meta["frame_sigma"][i]))
+            yield LabelledFrame.of(f"patch {i}", f["image"][i], f["mask"][i] > 0, f["ignore"][i] > 0, gain,
+                                   float(meta["read_noise"][i]), 1.6e5 / gain, statistics=statistics)
 
 
 def score_detectors(detectors: list[Detector], samples, progress: bool = True, desc: str = "scoring") -> dict[str, Scored]:
@@ -108,22 +110,16 @@ def score_detectors(detectors: list[Detector], samples, progress: bool = True, d
     from tqdm import tqdm
 
     results = {d.name: Scored(ScoreAccumulator(d.threshold, hits=True)) for d in detectors}
-    for image, truth, ignore, context in tqdm(samples, desc=desc, unit="image", disable=not progress):
+    for sample in tqdm(samples, desc=desc, unit="image", disable=not progress):
         for detector in detectors:
             started = time.perf_counter()
-            scores = detector.score(image, context)
+            scores = detector.score(sample.frame, sample.scaling)
             scored = results[detector.name]
             scored.seconds += time.perf_counter() - started
-            scored.pixels += image.size
-            scored.accumulator.update(scores, truth, ignore)
+            scored.pixels += sample.image.size
+            scored.accumulator.update(scores, sample.truth, sample.ignore)
     return results
 
-
-def real_frame_samples(frames):
-    """(image, truth, ignore, context) for :class:`crdetect.data.real.LabelledFrame` objects."""
-    for frame in frames:
-        context = ImageContext(frame_statistics(frame.image), frame.gain, frame.read_noise, frame.saturation)
-        yield frame.image, frame.truth, frame.ignore, context
 
 
 def _fmt(value) -> str:

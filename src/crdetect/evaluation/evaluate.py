@@ -15,7 +15,6 @@ from .benchmark import (
     iterate_patches,
     read_run,
     real_frame_groups,
-    real_frame_samples,
     results_rows,
     score_detectors,
     write_results,
@@ -67,7 +66,7 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
     real = {}
     if real_root is not None:
         for group, frames in real_frame_groups(real_root).items():
-            real[group] = score_detectors(detectors, real_frame_samples(frames), progress, group)
+            real[group] = score_detectors(detectors, frames, progress, group)
             curves[group] = {name: s.accumulator.curves() for name, s in real[group].items()}
             plot_roc_pr(curves[group], out / f"roc_pr_{group}.png", f"({group})")
     rows = results_rows(infos, val, test, real)
@@ -126,7 +125,8 @@ def _activation_figures(detectors, test_h5: Path, out: Path) -> list[Path]:
 
     from .plots import activation_maps, plot_activation_maps
 
-    image, _, _, context = _most_cr_patch(test_h5)
+    sample = _most_cr_patch(test_h5)
+    image = sample.image
     figures, seen = [], set()
     for d in detectors:
         if not isinstance(d, NetworkDetector):
@@ -136,7 +136,7 @@ def _activation_figures(detectors, test_h5: Path, out: Path) -> list[Path]:
         if family in seen:
             continue
         seen.add(family)
-        x = torch.from_numpy(d.detector.preprocessing.normalise(image, context.statistics))[None, None]
+        x = torch.from_numpy(d.detector.preprocessing.normalise(image, sample.scaling))[None, None]
         maps = activation_maps(model, x.to(d.detector.device).contiguous(memory_format=d.detector.memory_format),
                                default_activation_layers(model))
         figures.append(plot_activation_maps(maps, image, out / f"activations_{d.name}.png",
@@ -146,8 +146,9 @@ def _activation_figures(detectors, test_h5: Path, out: Path) -> list[Path]:
 
 def _prediction_figure(detectors, test_h5: Path, out_path: Path) -> Path:
     """Prediction maps of every detector on the test patch with the most CR pixels."""
-    image, truth, _, context = _most_cr_patch(test_h5)
-    predictions = {d.name: score_as_probability(d, d.score(image, context)) for d in detectors}
+    sample = _most_cr_patch(test_h5)
+    image, truth = sample.image, sample.truth
+    predictions = {d.name: score_as_probability(d, d.score(sample.frame, sample.scaling)) for d in detectors}
     return plot_prediction_maps(image, truth, predictions, out_path)
 
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..baselines import Detector, ImageContext
+from ..baselines import Detector
 from ..data.simulate import FRAME_KINDS
+from ..frame import LabelledFrame
 from ..metrics import ScoreAccumulator
 from ..preprocessing import frame_statistics
 
@@ -40,14 +41,23 @@ STARS_PER_MPIX = 600.0
 
 @dataclass
 class SourceFrame:
-    """A simulated frame with its CR label and the footprint of its sources."""
+    """A simulated labelled frame of one kind and the footprint of its sources."""
 
     kind: str
-    image: np.ndarray
-    truth: np.ndarray
-    ignore: np.ndarray
+    sample: LabelledFrame
     footprint: np.ndarray
-    context: ImageContext
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.sample.image
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.sample.truth
+
+    @property
+    def ignore(self) -> np.ndarray:
+        return self.sample.ignore
 
 
 def source_frames(kind: str, frames: int = 2, shape: tuple[int, int] = (1024, 1024), seed: int = 0) -> list[SourceFrame]:
@@ -76,8 +86,9 @@ def source_frames(kind: str, frames: int = 2, shape: tuple[int, int] = (1024, 10
         det = config.detector
         noise_e = noise_from_detector(scene.sky_e + scene.signal_e, 1.0, det.read_noise)  # electrons: gain 1
         footprint = (scene.signal_e >= config.label_nsigma * noise_e) & ~frame.ignore
-        context = ImageContext(frame_statistics(frame.image), det.gain, det.read_noise, det.full_well / det.gain)
-        result.append(SourceFrame(kind, frame.image, frame.cr_mask, frame.ignore, footprint, context))
+        sample = LabelledFrame.of(f"{kind} {index}", frame.image, frame.cr_mask, frame.ignore, det.gain, det.read_noise,
+                                  det.full_well / det.gain, statistics=frame_statistics(frame.image))
+        result.append(SourceFrame(kind, sample, footprint))
     return result
 
 
@@ -102,7 +113,7 @@ def score_sources(detector: Detector, frames: list[SourceFrame]) -> SourceScores
     accumulator = ScoreAccumulator(detector.threshold)
     source_px = touched = sources = found = labelled = pixels = 0
     for frame in frames:
-        score = detector.score(frame.image, frame.context)
+        score = detector.score(frame.sample.frame, frame.sample.scaling)
         accumulator.update(score, frame.truth, frame.ignore)
         flagged = (score >= detector.threshold) & ~frame.ignore
         near_hit = ndimage.binary_dilation(frame.truth, eight)
