@@ -19,7 +19,7 @@ LAYERS = [
     ["errors", "atomic", "validation", "_optional"],
     ["frame", "preprocessing", "steps", "models", "checkpoint", "pretrained", "io", "metrics", "losses", "masks",
      "device"],
-    ["inference", "veto", "inpaint"],
+    ["inference", "veto", "cleaning"],
     ["pipeline", "interfaces", "data", "baselines", "training", "evaluation", "viewer", "weights"],
     ["cli", "__main__"],
 ]

@@ -402,7 +402,7 @@ def test_inpaint_run_prints_no_library_warning(tiny_checkpoint, tmp_path):
         warnings.simplefilter("error")
         with fits.open(tmp_path / "o" / "f_crmask.fits") as hdul:
             hdul.verify("exception")
-            assert hdul["CLEANED"].header["CRINPNT"] == "median5x5"
+            assert hdul["CLEANED"].header["CRINPNT"] == "maskfill"
 
 
 def test_gmos_real_file_is_copied_byte_for_byte(shared_data, tiny_checkpoint, tmp_path):

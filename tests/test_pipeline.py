@@ -5,9 +5,9 @@ import pytest
 from astropy.io import fits
 
 from crdetect import load_detector
+from crdetect.cleaning import inpaint_median
 from crdetect.cli import main
 from crdetect.frame import data_section
-from crdetect.inpaint import inpaint_median
 
 
 def test_inpaint_uses_the_median_of_unflagged_neighbours():
@@ -110,3 +110,79 @@ def test_predict_on_a_frame_searches_its_data_section_and_honours_its_mask(tiny_
 
     np.testing.assert_allclose(noise_from_detector(np.array([-5.0, 100.0]), 2.0, 4.0),
                                [2.0, np.sqrt(216.0) / 2.0])
+
+
+# crdetect.inpaint (issue #30) -----------------------------------------------------------------------------------
+
+def test_maskfill_restores_a_smooth_field_to_the_noise_and_fills_edges_nans_and_whole_masks():
+    from crdetect import inpaint
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:80, :100]
+    field = 500.0 + 0.3 * x - 0.2 * y + 0.002 * (x - 50) ** 2  # smooth: a gradient and a curvature
+    image = (field + rng.normal(0, 1.0, field.shape)).astype(np.float32)
+    mask = np.zeros(field.shape, bool)
+    mask[30:34, 40:45] = True  # a blob
+    mask[0:3, 0:4] = True  # at the corner
+    mask[:, 99] = True  # a whole edge column
+    image[mask] = 1e5
+    image[50, 50] = np.nan
+    filled = inpaint(image, mask)
+    error = (filled - field)[mask]
+    assert np.abs(error).max() < 3.0 and abs(error.mean()) < 0.5  # the noise is 1: filled to the noise
+    assert np.isfinite(filled).all() and abs(filled[50, 50] - field[50, 50]) < 4
+    np.testing.assert_array_equal(filled[~mask & np.isfinite(image)], image[~mask & np.isfinite(image)])
+    everything = np.ones(field.shape, bool)
+    np.testing.assert_array_equal(inpaint(image, everything), np.array(image, np.float32))  # nothing to fill from
+
+
+def test_maskfill_never_fills_from_excluded_pixels_and_equals_the_reference_implementation():
+    from crdetect import inpaint
+    from crdetect.cleaning import inpaint_maskfill
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(100.0, 5.0, (60, 60)).astype(np.float32)
+    mask = rng.random(image.shape) < 0.05
+    exclude = np.zeros(image.shape, bool)
+    exclude[20:40, 20] = True
+    image[exclude] = 1e6  # a bad column: must not leak into its neighbours' fills
+    filled = inpaint(image, mask & ~exclude, exclude=exclude)
+    assert filled[mask & ~exclude].max() < 200
+    np.testing.assert_array_equal(filled[exclude], image[exclude])
+    with pytest.raises(crdetect_InputError(), match="unknown inpainting method 'biharmonic'"):
+        inpaint(image, mask, method="biharmonic")
+    maskfill = pytest.importorskip("maskfill")
+    reference, _ = maskfill.maskfill(np.asarray(image, np.float64), mask)  # van Dokkum & Pasha's own code
+    np.testing.assert_allclose(inpaint_maskfill(image, mask), reference, atol=1e-3)
+
+
+def crdetect_InputError():
+    from crdetect import InputError
+
+    return InputError
+
+
+def test_inpainting_benchmark_scores_every_method_on_known_truth(tmp_path):
+    from crdetect.cleaning import inpaint_median
+    from crdetect.evaluation.inpainting import our_methods, run_inpainting_benchmark, write_tables
+    from crdetect.frame import LabelledFrame
+
+    rng = np.random.default_rng(5)
+    clean = rng.normal(200.0, 5.0, (64, 64)).astype(np.float32)
+    truth = np.zeros(clean.shape, bool)
+    truth[10:12, 10:20] = truth[40, 30:33] = True
+    image = clean.copy()
+    image[truth] += 3000.0
+    sample = LabelledFrame.of("test", image, truth, np.zeros(clean.shape, bool), 1.0, 5.0, 1e9, clean=clean)
+    rows = run_inpainting_benchmark({"synthetic": [sample]}, our_methods(),
+                                    {"perfect": lambda s: s.truth, "nothing": lambda s: np.zeros_like(s.truth)},
+                                    progress=False)
+    by = {(r["method"], r["mask"]): r for r in rows}
+    assert set(by) == {(m, k) for m in ("maskfill", "median")
+                       for k in ("true CR pixels", "perfect's mask", "nothing's mask")}
+    residual = (inpaint_median(image, truth) - clean)[truth] / np.sqrt(25.0 + 0)  # noise 5 on flat sky
+    assert by["median", "true CR pixels"]["rms_over_noise"] == pytest.approx(np.sqrt(np.mean(residual**2)), rel=0.1)
+    assert by["maskfill", "true CR pixels"]["rms_over_noise"] < 2.0
+    assert by["maskfill", "nothing's mask"]["rms_over_noise"] > 100  # the hits were left in
+    write_tables(rows, tmp_path)
+    assert (tmp_path / "results.csv").read_text().startswith("method,set,mask,pixels,rms_over_noise")

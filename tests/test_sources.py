@@ -46,8 +46,8 @@ class _Flags(Detector):
     def __init__(self, name, pick):
         self.name, self.pick = name, pick
 
-    def score(self, image, context):
-        return self.pick(image).astype(np.float32)
+    def score(self, frame, statistics):
+        return self.pick(frame.data).astype(np.float32)
 
 
 def test_scores_count_false_pixels_on_sources_but_not_next_to_hits():

@@ -13,7 +13,7 @@ _LAZY = {"load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
          "Frame": "frame", "CRDetector": "inference", "DetectionResult": "inference", "load_detector": "inference",
          "cosmicray_crdetect": "interfaces", "detect_cosmics": "interfaces", "grow_mask": "interfaces",
          "set_dq_flag": "interfaces", "count_parameters": "models", "create_model": "pretrained",
-         "list_pretrained": "pretrained", "VetoParameters": "veto",
+         "list_pretrained": "pretrained", "VetoParameters": "veto", "inpaint": "cleaning",
          "list_models": "models", "register_model": "models", "FrameStatistics": "preprocessing",
          "Preprocessing": "preprocessing"}
 

@@ -156,6 +156,9 @@ class LabelledFrame:
         What the label is, and is not.
     statistics : FrameStatistics, optional
         The sky and noise that scale the frame; measured on the pixels when not given (:attr:`scaling`).
+    clean : ndarray, optional
+        The frame without its labelled hits, where it is known (hits injected into a real frame, simulated
+        frames): the truth behind the hits for the inpainting benchmark.
     """
 
     frame: Frame
@@ -163,14 +166,15 @@ class LabelledFrame:
     ignore: np.ndarray
     description: str = ""
     statistics: object | None = None  # crdetect.preprocessing.FrameStatistics
+    clean: np.ndarray | None = None
 
     @classmethod
     def of(cls, name: str, image: np.ndarray, truth: np.ndarray, ignore: np.ndarray, gain: float | None,
            read_noise: float | None, saturation: float | None, description: str = "",
-           statistics=None) -> LabelledFrame:
+           statistics=None, clean: np.ndarray | None = None) -> LabelledFrame:
         """A labelled frame from its pixels and facts."""
         return cls(Frame(image, gain=gain, read_noise=read_noise, saturation=saturation, label=name), truth, ignore,
-                   description, statistics)
+                   description, statistics, clean)
 
     @property
     def name(self) -> str:

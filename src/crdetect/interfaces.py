@@ -96,7 +96,8 @@ def _run(indat, inmask, *, gain, readnoise, satlevel, model, threshold, grow, de
 def detect_cosmics(indat, inmask=None, *, gain: float | None = None, readnoise: float | None = None,
                    satlevel: float | None = 65536.0, model: str = "default", threshold: float | None = None,
                    grow: int = 0, clean: bool = True, return_probability: bool = False, device: str = "auto",
-                   precision: str = "float32", tile: int | None = 1024, **lacosmic_options):
+                   precision: str = "float32", tile: int | None = 1024, inpaint_method: str = "maskfill",
+                   **lacosmic_options):
     """Find cosmic rays with a crdetect network, called like ``astroscrappy.detect_cosmics``.
 
     Parameters
@@ -122,8 +123,11 @@ def detect_cosmics(indat, inmask=None, *, gain: float | None = None, readnoise: 
     grow : int
         Grow the CR mask by this many pixels (8-connected).
     clean : bool
-        Compute ``cleanarr`` (flagged pixels replaced by the median of unflagged 5 x 5 neighbours, in the
-        units of ``indat``); False returns ``None`` in its place (faster).
+        Compute ``cleanarr`` (flagged pixels filled from their unflagged neighbours by ``inpaint_method``, in
+        the units of ``indat``); False returns ``None`` in its place (faster).
+    inpaint_method : {"maskfill", "median"}
+        How ``cleanarr`` is filled (:func:`crdetect.inpaint`): maskfill, the most accurate measured
+        (``results/inpainting/``), or the median of the unflagged 5 x 5 neighbours (astroscrappy's ``medmask``).
     return_probability : bool
         Also return the CR probability map (float32).
     device, precision, tile
@@ -141,16 +145,20 @@ def detect_cosmics(indat, inmask=None, *, gain: float | None = None, readnoise: 
     probability : ndarray of float32
         Only with ``return_probability``.
     """
+    from .cleaning import check_method
+
+    if clean:
+        check_method(inpaint_method)  # before the detection, not after it
     unknown = set(lacosmic_options) - LACOSMIC_ONLY
     if unknown:
         raise TypeError(f"detect_cosmics() got unexpected keyword arguments {sorted(unknown)}")
     if lacosmic_options:
         logger.debug("LA-Cosmic parameters %s do not apply to a network and are ignored", sorted(lacosmic_options))
-    from .inpaint import inpaint_median
+    from .cleaning import inpaint
 
     image, mask, crmask, result = _run(indat, inmask, gain=gain, readnoise=readnoise, satlevel=satlevel, model=model,
                                        threshold=threshold, grow=grow, device=device, precision=precision, tile=tile)
-    cleanarr = inpaint_median(image, crmask, exclude=mask) if clean else None
+    cleanarr = inpaint(image, crmask, inpaint_method, exclude=mask) if clean else None
     if return_probability:
         return crmask, cleanarr, result.probability
     return crmask, cleanarr
@@ -174,7 +182,7 @@ def _frame_sigma(ccd, mask: np.ndarray | None) -> float | None:
 def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None = None, grow: int = 0,
                        gain: float | None = None, readnoise: float | None = None, satlevel: float | None = None,
                        clean: bool = False, return_probability: bool = False, device: str = "auto",
-                       precision: str = "float32", tile: int | None = 1024):
+                       precision: str = "float32", tile: int | None = 1024, inpaint_method: str = "maskfill"):
     """Find cosmic rays in a ``CCDData`` with a crdetect network, in the manner of ccdproc's ``cosmicray_lacosmic``.
 
     Parameters
@@ -192,8 +200,10 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
         Saturation level in ``ccd.unit``; default the header's ``SATURATE`` (or synonyms), else flat
         plateaus at the top of the frame.
     clean : bool
-        Replace the CR pixels of ``.data`` by the median of their unflagged 5 x 5 neighbours (ccdproc
-        always cleans; here it is asked for).
+        Fill the CR pixels of ``.data`` from their unflagged neighbours with ``inpaint_method`` (ccdproc always
+        cleans; here it is asked for).
+    inpaint_method : {"maskfill", "median"}
+        As for :func:`detect_cosmics`.
     return_probability : bool
         Also return the CR probability map.
 
@@ -207,8 +217,8 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
     """
     from astropy.nddata import CCDData
 
+    from .cleaning import inpaint
     from .frame import SATURATION_KEYWORDS, header_number
-    from .inpaint import inpaint_median
 
     if not isinstance(ccd, CCDData):
         raise InputError(f"cosmicray_crdetect takes a CCDData, got {type(ccd).__name__}; for arrays use "
@@ -225,7 +235,7 @@ def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None =
     out = ccd.copy()
     out.mask = crmask.copy() if own_mask is None else own_mask | crmask
     if clean:
-        cleaned = inpaint_median(image, crmask, exclude=mask)
+        cleaned = inpaint(image, crmask, inpaint_method, exclude=mask)
         dtype = np.asarray(ccd.data).dtype
         out.data = cleaned.astype(dtype) if dtype.kind == "f" else cleaned  # integers cannot hold medians
     cards = {"CRMODEL": (_detector(str(model), device, precision).name[:68], "crdetect model of the CR mask"),

@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from ..cleaning import DEFAULT_METHOD, METHODS
 from ..errors import CRDetectError
 from .arguments import (
     expand_inputs,
@@ -178,8 +179,10 @@ def add_parsers(subcommand) -> None:
     detect.add_argument("--mask-only", action="store_true",
                         help="write only the CRMASK/CRPROB (and CLEANED) extensions, not a copy of the input's "
                              "HDUs (a quarter of the size for float32 CCDs)")
-    detect.add_argument("--inpaint", action="store_true",
-                        help="also write a CLEANED extension (flagged pixels: median of unflagged 5x5 neighbours)")
+    detect.add_argument("--inpaint", nargs="?", const=DEFAULT_METHOD, default=None, choices=METHODS, metavar="METHOD",
+                        help="also write a CLEANED extension, the flagged pixels filled by METHOD: maskfill (the "
+                             "default: van Dokkum & Pasha's iterative fill, the best measured in results/inpainting/) "
+                             "or median (of the unflagged 5x5 neighbours); CRINPNT records it")
     detect.add_argument("--gain", type=positive_float, default=None,
                         help="e-/ADU; with --read-noise, scale by the detector's noise instead of the pixels' "
                              "(bias-subtracted frames)")

@@ -99,6 +99,13 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate
 
+    if args.inpainting:
+        from ..evaluation.inpainting import evaluate_inpainting
+
+        evaluate_inpainting(args.real, args.out, args.inpainting_frames, args.device, progress=not args.quiet)
+        print((Path(args.out) / "results.md").read_text())
+        print(f"wrote {args.out}/results.csv, results.md, inpainting_stamps.png")
+        return 0
     if not args.data and not args.real and not args.sources:
         raise CRDetectError("pass --data DIR (a benchmark), --real DIR (labelled real frames) and/or --sources N "
                             "(simulated trailed and elongated sources)")
@@ -264,6 +271,12 @@ def add_parsers(subcommand) -> None:
 
     evaluate = subcommand("evaluate", help="score runs and baselines on the same test set and real frames")
     evaluate.add_argument("--runs", nargs="*", default=[], help="run directories or checkpoints")
+    evaluate.add_argument("--inpainting", action="store_true",
+                          help="the inpainting benchmark instead: every cleaning method (crdetect's, maskfill, "
+                               "scikit-image's biharmonic) on M51 and the injected real frames (--real DIR) and on "
+                               "simulated frames, on the true hits and end to end on default's and LA-Cosmic's masks")
+    evaluate.add_argument("--inpainting-frames", type=number_type(int, 0, what="a number of frames >= 0"), default=2,
+                          metavar="N", help="simulated frames of the inpainting benchmark (default 2)")
     evaluate.add_argument("--baselines", default="lacosmic", help="comma-separated: lacosmic,deepcr,cosmic_conn")
     evaluate.add_argument("--data", default=None, help="benchmark directory (val.h5, test.h5)")
     evaluate.add_argument("--real", default=None, help="directory of labelled real frames (shared/data/real)")

@@ -41,7 +41,7 @@ def wfpc2_frame(root: Path) -> LabelledFrame:
     image = _read(folder / "hst_im_ext3.fits")
     truth = _read(folder / "hst_im_ext3_iraf_mask.fits") > 0.5
     return LabelledFrame.of("hst_wfpc2", image, truth, np.zeros_like(truth), 7.0, 5.0, 4095.0,
-                         "HST WFPC2 F814W; label: IRAF LA-Cosmic mask (biased towards LA-Cosmic)")
+                            "HST WFPC2 F814W; label: IRAF LA-Cosmic mask (biased towards LA-Cosmic)")
 
 
 def m51_frame(root: Path) -> LabelledFrame:
@@ -60,7 +60,8 @@ def m51_frame(root: Path) -> LabelledFrame:
     real_hits = sharp_outliers(original, stats.sigma, sharpness=None)
     gain = max(stats.sky / stats.sigma**2, 0.1)
     return LabelledFrame.of("kpno_m51", image, truth, real_hits & ~truth, gain, 1.0, 1e9,
-                         "KPNO M51 with third-party injected CRs; label: the injection mask; real CRs ignored")
+                            "KPNO M51 with third-party injected CRs; label: the injection mask; real CRs ignored",
+                            clean=original)
 
 
 def gmos_boxes(root: Path) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
@@ -124,7 +125,8 @@ def injected_frames(root: str | Path, seed: int = 0, hits_per_mpix: float = 1000
                                 stats.sky, stats.sigma, gain, mean_hits, track_fraction=0.0,
                                 charge_scale=(1.0, 1.0), pool="test")
         frames.append(LabelledFrame.of(f"injected_{name}", image, truth > 0.5, ignore, gain, 1.0, saturation,
-                                    f"{file} with held-out library hits (label: added charge >= 2 sigma)"))
+                                       f"{file} with held-out library hits (label: added charge >= 2 sigma)",
+                                       clean=original))
     return frames
 
 

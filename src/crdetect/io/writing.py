@@ -104,6 +104,7 @@ class Extensions:
     extver: int
     vetoed: np.ndarray | None = None
     veto_cards: list[tuple] = field(default_factory=list)
+    inpaint_method: str | None = None
 
     def hdus(self) -> list:
         """The extensions as astropy HDUs."""
@@ -117,7 +118,7 @@ class Extensions:
             for key, value, comment in self.cards:
                 hdu.header[key] = (value, comment)
         if self.cleaned is not None:
-            hdus[-1].header["CRINPNT"] = ("median5x5", "flagged: median of unflagged 5x5 pixels")
+            hdus[-1].header["CRINPNT"] = (self.inpaint_method or "", "crdetect.cleaning method that filled flagged px")
         return hdus
 
     def encode(self) -> bytes | memoryview:
@@ -140,7 +141,8 @@ def veto_hdu(vetoed: np.ndarray, cards: list[tuple]) -> fits.CompImageHDU:
 
 
 def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None, model_name: str,
-                        precision: str = "float32", extver: int | None = None, grow: int = 0) -> Extensions:
+                        precision: str = "float32", extver: int | None = None, grow: int = 0,
+                        inpaint_method: str | None = None) -> Extensions:
     """The ``CRMASK``, ``CRPROB`` (``CRVETO`` with the source veto on, ``CLEANED`` with inpainting) extensions
     describing one searched science image.
 
@@ -170,7 +172,7 @@ def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None,
              ("CRVERS", __version__, "crdetect version")]
     veto_cards = result.veto.cards() if result.vetoed is not None and result.veto is not None else []
     return Extensions(result.mask, result.probability, cleaned, cards, max(1, science.index if extver is None else extver),
-                      result.vetoed, veto_cards)
+                      result.vetoed, veto_cards, inpaint_method)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ class DetectOptions:
     tile: int | None = 1024
     overwrite: bool = False
     skip_existing: bool = False
-    inpaint: bool = False
+    inpaint: str | None = None  # a cleaning method (crdetect.cleaning.METHODS) for a CLEANED extension
     saturation: float | None = None  # overrides the header's SATURATE
     full_frame: bool = False  # ignore DATASEC/TRIMSEC and run on every pixel (overscan included)
     threads: int | None = None

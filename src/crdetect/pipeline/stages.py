@@ -210,8 +210,8 @@ def read_file(job: FileJob, options: DetectOptions):
 def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageDetected | FileSettled:
     """The detect stage: CRs in one science image, as its output extensions and its summary row (the image's
     pixels are dropped), or the file's error rows."""
+    from ..cleaning import inpaint
     from ..frame import Frame
-    from ..inpaint import inpaint_median
     from ..io.writing import crdetect_extensions
 
     science, job = message.science, message.job
@@ -226,13 +226,13 @@ def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageD
         del frame
         if options.grow:
             result = replace(result, mask=result.grown(options.grow))
-        cleaned = inpaint_median(science.data, result.mask, exclude=science.mask) if options.inpaint else None
+        cleaned = inpaint(science.data, result.mask, options.inpaint, exclude=science.mask) if options.inpaint else None
     except Exception as err:
         return FileSettled(job, error_rows(err, job))
     shape = science.data.shape
     science.data = None  # not written again: the input's bytes are copied
     extensions = crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
-                                     extver=message.extver, grow=options.grow)
+                                     extver=message.extver, grow=options.grow, inpaint_method=options.inpaint)
     # the counts the extensions' headers carry, not counted again on the detection thread
     cards = {key: value for key, value, _ in extensions.cards}
     row = {**job.base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": cards["CRNPIX"],
