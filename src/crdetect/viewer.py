@@ -44,8 +44,11 @@ def _open(path: str | os.PathLike) -> fits.HDUList:
         return open_fits(path)
 
 
-def view_data(output: str | os.PathLike, extver: int | None = None, image_path: str | os.PathLike | None = None) -> dict:
-    """What the page embeds for one searched science image of a crdetect output file.
+def load_detection(output: str | os.PathLike, extver: int | None = None,
+                   image_path: str | os.PathLike | None = None) -> dict:
+    """The arrays of one searched science image of a crdetect output: ``image``, ``probability``, ``mask`` (the
+    CRMASK as written), ``excluded`` (never flagged: non-finite, the input mask, the source veto's plane), and
+    ``header`` (CRMASK's), ``science``, ``name``, ``source``, ``stem``.
 
     Parameters
     ----------
@@ -64,7 +67,8 @@ def view_data(output: str | os.PathLike, extver: int | None = None, image_path: 
         if chosen is None:
             raise InputError(f"{str(output)!r} has no CRMASK with EXTVER {extver}; it has "
                              f"{', '.join(str(h.ver) for h in masks)}")
-        header = chosen.header
+        header = chosen.header.copy()
+        mask = np.asarray(chosen.data) != 0
         probability = np.asarray(hdul["CRPROB", chosen.ver].data, np.float64)
         science, mask_index = int(header["CRSCIEXT"]), int(header.get("CRMASKX", -1))
         # the source veto's regions: the network's probability is kept there, the mask never holds them
@@ -84,17 +88,85 @@ def view_data(output: str | os.PathLike, extver: int | None = None, image_path: 
         if 0 <= mask_index < len(hdul) and hdul[mask_index].data is not None:
             excluded |= np.asarray(hdul[mask_index].data) != 0
         name = hdul[science].name
+    stem = Path(output).name.rsplit(".fits", 1)[0].removesuffix("_crmask")
+    return {"image": image, "probability": probability, "mask": mask, "excluded": excluded, "header": header,
+            "science": science, "name": name, "source": Path(output).name, "stem": stem}
+
+
+def view_data(output: str | os.PathLike, extver: int | None = None, image_path: str | os.PathLike | None = None) -> dict:
+    """What the page embeds for one searched science image of a crdetect output file (:func:`load_detection`)."""
+    loaded = load_detection(output, extver, image_path)
+    image, excluded, header = loaded["image"], loaded["excluded"], loaded["header"]
     height, width = image.shape
     if image.size > LARGE_FRAME_PIXELS:
         logger.warning("a %d x %d frame makes a page of about %d MB: slow to open in a browser", width, height,
                        int(image.size * 9.4 / 1e6))
-    stem = Path(output).name.rsplit(".fits", 1)[0].removesuffix("_crmask")
     return {"width": width, "height": height, "image": _base64(image, "<f4"),
             # the stored 16-bit steps of 1/65534, as integers 0..65534
-            "probability": _base64(np.clip(np.rint(probability * 65534), 0, 65534), "<u2"),
+            "probability": _base64(np.clip(np.rint(loaded["probability"] * 65534), 0, 65534), "<u2"),
             "excluded": _base64(excluded, "u1") if excluded.any() else None,
             "threshold": float(header["CRTHRESH"]), "model": str(header.get("CRMODEL", "")),
-            "source": Path(output).name, "stem": stem, "science": science, "name": name}
+            "source": loaded["source"], "stem": loaded["stem"], "science": loaded["science"], "name": loaded["name"]}
+
+
+def write_quicklook(output: str | os.PathLike, png: str | os.PathLike | None = None, extver: int | None = None,
+                    image_path: str | os.PathLike | None = None, overwrite: bool = False, stamps: int = 8) -> Path:
+    """A static PNG of a detection for pipelines and logs (``crdetect view OUTPUT --png``): the frame (zscale) with
+    the CR mask in red, and stamps of the largest hits; returns its path (default: OUTPUT with ``.png``).
+
+    Needs matplotlib (``pip install 'crdetect[plots]'``).
+    """
+    from ._optional import require
+
+    require("matplotlib", "plots", "the PNG quick-look")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from astropy.visualization import ZScaleInterval
+    from scipy import ndimage
+
+    loaded = load_detection(output, extver, image_path)
+    image, mask, header = loaded["image"], loaded["mask"], loaded["header"]
+    finite = np.where(np.isfinite(image), image, np.nanmedian(image))
+    low, high = ZScaleInterval().get_limits(finite)
+    labels, count = ndimage.label(mask, np.ones((3, 3), bool))
+    sizes = ndimage.sum_labels(mask, labels, np.arange(1, count + 1)) if count else np.zeros(0)
+    largest = np.argsort(sizes)[::-1][:stamps]
+    columns = 4
+    rows = max(1, int(np.ceil(len(largest) / columns)))
+    figure = plt.figure(figsize=(12, 6))
+    grid = figure.add_gridspec(rows, 2 + columns, width_ratios=[3, 3] + [1] * columns)
+    frame_axis = figure.add_subplot(grid[:, :2])
+    overlay = np.zeros((*mask.shape, 4))
+    overlay[mask] = (1.0, 0.1, 0.1, 0.9)
+    frame_axis.imshow(finite, origin="lower", cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+    frame_axis.imshow(overlay, origin="lower", interpolation="nearest")
+    frame_axis.set_title(f"{loaded['source']} [{loaded['science']}]: {int(mask.sum())} CR px in {count} hits\n"
+                         f"{header.get('CRMODEL', '')}, threshold {float(header['CRTHRESH']):.3f}", fontsize=8)
+    boxes = ndimage.find_objects(labels)
+    for position, index in enumerate(largest):
+        box = boxes[index]
+        cy, cx = (box[0].start + box[0].stop) // 2, (box[1].start + box[1].stop) // 2
+        half = max(8, max(box[0].stop - box[0].start, box[1].stop - box[1].start))
+        window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
+        axis = figure.add_subplot(grid[position // columns, 2 + position % columns])
+        axis.imshow(finite[window], origin="lower", cmap="gray", vmin=low, vmax=max(high, finite[window].max()),
+                    interpolation="nearest")
+        axis.contour(mask[window], levels=[0.5], colors="red", linewidths=0.6)
+        axis.set_title(f"{int(sizes[index])} px at ({cx}, {cy})", fontsize=6)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.tight_layout()
+    png = Path(png) if png is not None else Path(output).with_suffix(".png")
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    with atomic_output(png, overwrite) as handle:
+        handle.write(buffer.getvalue())
+    return png
 
 
 def write_viewer(output: str | os.PathLike, page: str | os.PathLike | None = None, extver: int | None = None,

@@ -130,8 +130,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from ..viewer import write_viewer
+    from ..viewer import write_quicklook, write_viewer
 
+    if args.png:
+        png = write_quicklook(args.output, args.out, args.extver, args.image, overwrite=args.overwrite)
+        print(f"wrote {png}")
+        return 0
     page = write_viewer(args.output, args.out, args.extver, args.image, overwrite=args.overwrite)
     print(f"wrote {page}: open it in a browser (self-contained, no server needed)")
     return 0
@@ -217,7 +221,10 @@ def add_parsers(subcommand) -> None:
     view = subcommand("view", help="an HTML page to inspect a detection (threshold slider, zoom, hits, "
                                        "mask download)")
     view.add_argument("output", help="a file written by crdetect detect")
-    view.add_argument("--out", default=None, help="the page (default: OUTPUT with .html)")
+    view.add_argument("--out", default=None, help="the page (default: OUTPUT with .html, or .png with --png)")
+    view.add_argument("--png", action="store_true",
+                      help="a static PNG instead, for pipelines and logs: the frame with the mask in red and stamps "
+                           "of the largest hits (needs crdetect[plots])")
     view.add_argument("--extver", type=int, default=None, help="which science image (EXTVER of its CRMASK)")
     view.add_argument("--image", default=None, help="the input file, for outputs written with --mask-only")
     view.add_argument("--overwrite", action="store_true", help="replace an existing page")
