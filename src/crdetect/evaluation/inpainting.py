@@ -39,8 +39,9 @@ def our_methods() -> dict[str, Callable]:
 
 
 def peer_methods() -> dict[str, Callable]:
-    """The peers that are installed: maskfill (van Dokkum & Pasha 2024, PyPI ``maskfill``), smoothed and not, and
-    scikit-image's biharmonic inpainting. (astroscrappy's ``medmask`` cleaning is crdetect's ``median``.)"""
+    """The peers that are installed: maskfill (van Dokkum & Pasha 2024, PyPI ``maskfill``), smoothed and not, deepCR's
+    shipped inpainting network (trained on HST ACS/WFC F606W, its only one) and scikit-image's biharmonic
+    inpainting. (astroscrappy's ``medmask`` cleaning is crdetect's ``median``.)"""
     peers: dict[str, Callable] = {}
     try:
         import maskfill as maskfill_module
@@ -57,6 +58,16 @@ def peer_methods() -> dict[str, Callable]:
         peers["maskfill (package, unsmoothed)"] = maskfill_peer(False)
     except ImportError:
         logger.warning("maskfill is not installed (pip install maskfill): left out of the inpainting benchmark")
+    try:
+        from deepCR import deepCR
+
+        # deepCR's only shipped inpainting network (HST ACS/WFC F606W); it reads the mask as floats
+        inpainter = deepCR(mask="ACS-WFC", inpaint="ACS-WFC-F606W-2-32", device="CPU")
+        peers["deepCR network (ACS-WFC-F606W)"] = lambda image, mask, exclude: np.asarray(inpainter.inpaint(
+            np.asarray(image, np.float32), (mask if exclude is None else mask | exclude).astype(np.float32)),
+            np.float32)
+    except ImportError:
+        logger.warning("deepCR is not installed (pip install deepCR): its inpainting network left out of the benchmark")
     try:
         from skimage.restoration import inpaint_biharmonic
 
