@@ -246,6 +246,9 @@ def run_dask(batch: list[FileJob], options: DetectOptions, scheduler: str, recor
         raise CRDetectError("--scheduler needs Dask: pip install 'crdetect[survey]'") from None
     from tqdm import tqdm
 
+    # distributed sets its loggers to INFO when imported: a local cluster's scheduler and nannies would print their
+    # start-up and shut-down chatter into a batch's output (the CLI's -v still shows warnings and errors)
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel(), logging.WARNING))
     cluster = LocalCluster(processes=True, threads_per_worker=1, dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster or scheduler)
     try:
