@@ -202,6 +202,10 @@ def add_parsers(subcommand) -> None:
                              "bfloat16 on CPUs with native bfloat16, AVX512-BF16 or AMX, measured ~2x faster with "
                              "TPR within 0.002; float32 elsewhere), "
                              "float32, bfloat16, float16 (CUDA GPUs); the output header records it (CRPRECIS)")
+    detect.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
+                        help="the network's runtime: auto (default: OpenVINO in float32 on a CPU without native "
+                             "bfloat16 when crdetect[openvino] is installed, measured 0.73-0.79x torch's time there; "
+                             "torch elsewhere), torch, openvino; the output header records it (CRBACKND)")
     detect.add_argument("--no-source-veto", dest="source_veto", action="store_false",
                         help="keep every region the network flags; by default regions that look like stars (smooth, "
                              "with a PSF's wings: trailed, elongated or undersampled stars) are taken out "

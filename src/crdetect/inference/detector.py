@@ -23,6 +23,7 @@ from ..models.layers import fold_batch_norms
 from ..preprocessing import FrameStatistics, Preprocessing
 from ..validation import as_image, check_threshold
 from ..veto import DEFAULTS, VetoParameters
+from .backends import OpenVINONetwork, resolve_backend
 from .result import DetectionResult
 from .stages import frame_scaling, prepare_frame, probability_and_mask, protect_saturated, veto_plane
 from .tiling import DEFAULT_BATCH_SIZE, DEFAULT_TILE, sliding_window_fitting_memory
@@ -62,13 +63,17 @@ class CRDetector:
     source_veto : bool or VetoParameters
         Take flagged regions that look like stars out of the mask (:mod:`crdetect.veto`); on by default, with
         the default thresholds or the ones given.
+    backend : {"torch", "openvino", "auto"}
+        The runtime of the network stage (:mod:`crdetect.inference.backends`): torch by default; ``"auto"`` picks
+        OpenVINO in float32 on a CPU without native bfloat16 when it is installed.
     """
 
     def __init__(self, model: nn.Module, preprocessing: Preprocessing | None = None, threshold: float = 0.5,
                  device: str | torch.device = "auto", name: str | None = None, info: CheckpointInfo | None = None,
-                 precision: str = "float32", source_veto: bool | VetoParameters = True) -> None:
+                 precision: str = "float32", source_veto: bool | VetoParameters = True, backend: str = "torch") -> None:
         self.device = resolve_device(device)
         self.precision = check_precision(resolve_precision(precision, self.device), self.device)
+        self.backend = resolve_backend(backend, self.device, self.precision)
         # a copy with BatchNorms folded into their convolutions (faster; the caller's module is untouched)
         self.model = fold_batch_norms(copy.deepcopy(unwrap_model(model)).eval()).to(self.device)
         # channels-last convolutions are markedly faster on CPUs (oneDNN; measured ~1.6x for the 3-16 U-Net on
@@ -83,6 +88,13 @@ class CRDetector:
         self.name = name or getattr(self.model, "model_name", type(self.model).__name__)
         self.info = info
         self.network = self.model  # the eager module (attributes; ``self.model`` may be compiled)
+        self.runtime = None
+        if self.backend == "openvino":
+            try:
+                self.runtime = OpenVINONetwork(self.network)
+            except Exception as err:  # an operator OpenVINO cannot convert: torch runs the network
+                logger.warning("OpenVINO cannot compile %s (%s); running it in torch", self.name, err)
+                self.backend = "torch"
 
     @property
     def source_veto(self) -> bool:
@@ -106,7 +118,7 @@ class CRDetector:
 
     def __repr__(self) -> str:
         return (f"CRDetector(name={self.name!r}, threshold={self.threshold}, device={str(self.device)!r}, "
-                f"precision={self.precision!r}, source_veto={self.source_veto})")
+                f"precision={self.precision!r}, backend={self.backend!r}, source_veto={self.source_veto})")
 
     @property
     def pad_multiple(self) -> int:
@@ -237,6 +249,8 @@ class CRDetector:
     def _run(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits (N, H, W) of normalised tiles (N, H, W) on the model's device: the network stage, the one place
         an inference backend runs."""
+        if self.runtime is not None:
+            return self.runtime(batch)
         x = batch[:, None].contiguous(memory_format=self.memory_format)
         dtype = PRECISIONS[self.precision]
         # autocast keeps normalisations and reductions in float32; only convolutions and matmuls drop

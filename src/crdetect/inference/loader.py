@@ -55,7 +55,7 @@ def is_untrained_name(model) -> bool:
 
 def load_detector(model: str | os.PathLike | nn.Module = "default", device: str | torch.device = "auto",
                   threshold: float | None = None, compile: bool = False, precision: str = "float32",
-                  source_veto: bool | VetoParameters = True) -> CRDetector:
+                  source_veto: bool | VetoParameters = True, backend: str = "torch") -> CRDetector:
     """Build a :class:`CRDetector` from a shipped model name, a registry name, a checkpoint or a module.
 
     Parameters
@@ -76,9 +76,11 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
     source_veto : bool or VetoParameters
         Take flagged regions that look like stars out of the mask (:mod:`crdetect.veto`; on by default), with the
         default thresholds or the ones given.
+    backend : {"torch", "openvino", "auto"}
+        The network's runtime (:mod:`crdetect.inference.backends`).
     """
     if isinstance(model, nn.Module):
-        detector = CRDetector(model, device=device, precision=precision)
+        detector = CRDetector(model, device=device, precision=precision, backend=backend)
     else:
         spec = str(model)
         entry = pretrained_entry(spec)
@@ -88,7 +90,7 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
             net, info = load_checkpoint(path)
             name = spec if entry is not None else path.name
             detector = CRDetector(net, info.preprocessing, info.threshold, device, name=f"{name} ({info.model_name})",
-                                  info=info, precision=precision)
+                                  info=info, precision=precision, backend=backend)
         elif spec == "default":
             raise InputError("no default model is shipped with this installation of crdetect; "
                              "pass --model with a checkpoint path")
@@ -97,7 +99,8 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
                 raise InputError(unknown_model_message(spec))
             logger.warning("model %r has no trained weights: its predictions are meaningless until trained "
                            "(`crdetect train`)", spec)
-            detector = CRDetector(create_model(spec), device=device, name=f"{spec} (untrained)", precision=precision)
+            detector = CRDetector(create_model(spec), device=device, name=f"{spec} (untrained)", precision=precision,
+                                  backend=backend)
     if threshold is not None:
         detector.threshold = check_threshold(threshold)
     detector.source_veto = source_veto
@@ -106,10 +109,11 @@ def load_detector(model: str | os.PathLike | nn.Module = "default", device: str 
 
 @functools.lru_cache(maxsize=2)
 def cached_detector(model: str, device: str, threshold: float | None, threads: int | None, compile: bool = False,
-                    precision: str = "auto", source_veto: bool | VetoParameters = True) -> CRDetector:
+                    precision: str = "auto", source_veto: bool | VetoParameters = True,
+                    backend: str = "torch") -> CRDetector:
     """One detector per process and set of options, loaded on first use: batches and pipelines that call the
     drop-ins once per frame load the model once."""
     if threads:
         torch.set_num_threads(threads)
     return load_detector(model, device=device, threshold=threshold, compile=compile, precision=precision,
-                         source_veto=source_veto)
+                         source_veto=source_veto, backend=backend)

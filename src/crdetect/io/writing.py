@@ -142,7 +142,7 @@ def veto_hdu(vetoed: np.ndarray, cards: list[tuple]) -> fits.CompImageHDU:
 
 def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None, model_name: str,
                         precision: str = "float32", extver: int | None = None, grow: int = 0,
-                        inpaint_method: str | None = None) -> Extensions:
+                        inpaint_method: str | None = None, backend: str = "torch") -> Extensions:
     """The ``CRMASK``, ``CRPROB`` (``CRVETO`` with the source veto on, ``CLEANED`` with inpainting) extensions
     describing one searched science image.
 
@@ -156,6 +156,7 @@ def crdetect_extensions(science: ScienceHDU, result, cleaned: np.ndarray | None,
              ("CRTHRESH", float(result.threshold), "CR probability threshold"),
              ("CRGROW", int(grow), "CR mask grown by this many pixels"),
              ("CRPRECIS", precision, "arithmetic of the network"),
+             ("CRBACKND", backend, "runtime of the network (torch, openvino)"),
              ("CRSCIEXT", science.index, "HDU index of the science image"),
              ("CRSCINAM", (science.name or "")[:68], "EXTNAME of the science image"),
              ("CRSKY", float(result.statistics.sky), "sky level used for scaling"),

@@ -35,6 +35,7 @@ class DetectOptions:
     grow: int = 0  # grow the CR mask by this many pixels
     encoders: int | None = None  # threads compressing outputs (None: several beside a GPU, none on a CPU)
     source_veto: bool = True  # take flagged regions that look like stars out of the mask (crdetect.veto)
+    backend: str = "auto"  # the network's runtime: torch, or OpenVINO on CPUs without bfloat16 where installed
 
 
 def hdu_suffix(hdu: str | int | None) -> str:
@@ -74,7 +75,7 @@ def detector_for(options: DetectOptions):
     from ..inference import cached_detector
 
     return cached_detector(options.model, options.device, options.threshold, options.threads, options.compile,
-                           options.precision, options.source_veto)
+                           options.precision, options.source_veto, options.backend)
 
 
 def encoder_count(options: DetectOptions, device: str) -> int:

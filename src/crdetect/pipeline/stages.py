@@ -232,7 +232,8 @@ def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageD
     shape = science.data.shape
     science.data = None  # not written again: the input's bytes are copied
     extensions = crdetect_extensions(science, result, cleaned, detector.name, detector.precision,
-                                     extver=message.extver, grow=options.grow, inpaint_method=options.inpaint)
+                                     extver=message.extver, grow=options.grow, inpaint_method=options.inpaint,
+                                     backend=getattr(detector, "backend", "torch"))
     # the counts the extensions' headers carry, not counted again on the detection thread
     cards = {key: value for key, value, _ in extensions.cards}
     row = {**job.base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": cards["CRNPIX"],
