@@ -135,7 +135,7 @@ class CRDetector:
 
     _margin = margin  # the name the CLI's tile check used
 
-    def predict(self, image, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
+    def predict(self, image, *, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                 statistics: FrameStatistics | None = None, saturation: float | None = None,
                 mask=None, return_logits: bool = True,
@@ -234,14 +234,14 @@ class CRDetector:
                        protected=embed(inner.protected, False), masked=embed(inner.masked, False),
                        vetoed=embed(inner.vetoed, False))
 
-    def predict_proba(self, image, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
+    def predict_proba(self, image, *, tile: int | None = DEFAULT_TILE, overlap: int | None = None,
                       batch_size: int = DEFAULT_BATCH_SIZE, statistics: FrameStatistics | None = None,
                       mask=None) -> np.ndarray:
         """The network's CR probability (float32, shape of ``image``); see :meth:`predict` for the parameters."""
         return self.predict(image, tile=tile, overlap=overlap, batch_size=batch_size, statistics=statistics,
                             mask=mask).probability
 
-    def detect(self, image, threshold: float | None = None, mask=None, **kwargs) -> np.ndarray:
+    def detect(self, image, *, threshold: float | None = None, mask=None, **kwargs) -> np.ndarray:
         """Boolean CR mask (shape of ``image``); see :meth:`predict` for the parameters."""
         return self.predict(image, threshold=threshold, mask=mask, **kwargs).mask
 

@@ -53,7 +53,7 @@ def is_untrained_name(model) -> bool:
             and spec in list_models())
 
 
-def load_detector(model: str | os.PathLike | nn.Module = "default", device: str | torch.device = "auto",
+def load_detector(model: str | os.PathLike | nn.Module = "default", *, device: str | torch.device = "auto",
                   threshold: float | None = None, compile: bool = False, precision: str = "float32",
                   source_veto: bool | VetoParameters = True, backend: str = "torch") -> CRDetector:
     """Build a :class:`CRDetector` from a shipped model name, a registry name, a checkpoint or a module.
