@@ -89,3 +89,21 @@ def test_bad_constructor_arguments_are_named():
         create_model("unet", norm="layer")
     with pytest.raises(ValueError, match="cannot build model 'unet'"):
         create_model("unet", nonsense=3)
+
+
+def test_every_transunet_builds_with_group_norm():
+    """Issue #25: the study reports GroupNorm beating BatchNorm in the small TransUNets; their 60/76/20-channel
+    layers could not take 8 groups. The largest group count up to 8 that divides the channels is used."""
+    import torch
+
+    from crdetect import create_model, list_models
+
+    for name in list_models("tunet_*"):
+        model = create_model(name, norm="group").eval()
+        groups = {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
+        assert groups and max(groups) <= 8
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        with torch.no_grad():
+            assert model(torch.randn(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+    cosmic = create_model("cosmic_conn")  # unchanged: 8 groups everywhere
+    assert {m.num_groups for m in cosmic.modules() if isinstance(m, torch.nn.GroupNorm)} == {8}

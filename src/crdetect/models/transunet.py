@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import register_model
-from .layers import NORMS, DoubleConv, SegmentationNet
+from .layers import NORMS, DoubleConv, SegmentationNet, get_norm
 
 
 class TransformerBlock(nn.Module):
@@ -88,8 +88,9 @@ class TransUNet(SegmentationNet):
         self.encoder_norm = nn.LayerNorm(hidden_size)
 
         d0, d1, d2, d3 = decoder_channels
+        # the tokens back as a map: its norm is the model's too (it was always BatchNorm, so norm="group" kept one)
         self.conv_more = nn.Sequential(nn.Conv2d(hidden_size, d0, 3, padding=1, bias=False),
-                                       nn.BatchNorm2d(d0), nn.ReLU(inplace=True))
+                                       get_norm(norm, d0), nn.ReLU(inplace=True))
         self.decoder = nn.ModuleList([DoubleConv(d0 + c2, d1, norm, False), DoubleConv(d1 + c1, d2, norm, False),
                                       DoubleConv(d2 + c0, d3, norm, False)])
         self.head = nn.Conv2d(d3, 1, 3, padding=1)
