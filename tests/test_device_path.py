@@ -107,7 +107,7 @@ def test_predict_equals_the_numpy_reference_path(tile):
     stats = frame_statistics(working)
     assert (result.statistics.sky, result.statistics.sigma) == pytest.approx((stats.sky, stats.sigma), rel=1e-12)
     normalised = normalise_reference(detector.preprocessing, working, stats)
-    logits = reference_logits(detector, normalised, tile, detector._margin(None), 3)
+    logits = reference_logits(detector, normalised, tile, detector.margin(), 3)
     never = ~np.isfinite(working) | saturated_regions(working, 50000.0)
     finite = ~never
     np.testing.assert_allclose(result.logits[finite], logits[finite], **LOGIT_TOLERANCE)
@@ -126,7 +126,7 @@ def test_predict_on_a_real_frame_equals_the_numpy_reference_path(shared_data):
     result = detector.predict(image, tile=256)
     stats = frame_statistics(image)
     logits = reference_logits(detector, normalise_reference(detector.preprocessing, image, stats), 256,
-                              detector._margin(None), 2)
+                              detector.margin(), 2)
     protected = saturated_regions(image, plateau_saturation(image, statistics=stats))
     np.testing.assert_array_equal(result.protected, protected)
     assert protected.any()  # the crop holds saturated stars

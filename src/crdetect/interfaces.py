@@ -73,9 +73,11 @@ def _run(indat, inmask, *, gain, readnoise, satlevel, model, threshold, grow, de
     # the numbers are checked as the CLI checks them: a NaN read noise would silently flag nothing
     gain = check_number(gain, "gain", 0, above=True)
     readnoise = check_number(readnoise, "readnoise", 0)
-    # astroscrappy takes any level; an infinite one means no saturation, as None does here
-    satlevel = None if satlevel is not None and np.isposinf(getattr(satlevel, "value", satlevel)) else \
-        check_number(satlevel, "satlevel", 0, above=True)
+    # astroscrappy takes any level; an infinite one means no saturation, as None does here (anything that is not a
+    # number is left to check_number's message)
+    level = getattr(satlevel, "value", satlevel)
+    infinite = isinstance(level, (int, float, np.number)) and not isinstance(level, bool) and np.isposinf(level)
+    satlevel = None if infinite else check_number(satlevel, "satlevel", 0, above=True)
     grow = check_number(grow, "grow", 0, integer=True, optional=False)
     tile = check_number(tile, "tile", 0, integer=True) or None
     statistics = None

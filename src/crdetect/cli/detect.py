@@ -34,7 +34,7 @@ def check_detector_options(args: argparse.Namespace, detector) -> None:
                             f"meaningless. Use a shipped model ({', '.join(shipped_model_names())}) or a checkpoint "
                             "(.pt), or pass --allow-untrained for experiments")
     if args.tile:
-        margin = detector._margin(None)
+        margin = detector.margin()
         if args.tile <= 2 * margin:
             raise CRDetectError(f"--tile {args.tile} is too small for model {detector.name!r}: tiles must be larger "
                                 f"than twice its context margin ({margin} px), i.e. at least {2 * margin + 1}; "
@@ -181,7 +181,7 @@ def add_parsers(subcommand) -> None:
                              "plateaus at the top of the frame's range. Saturated stars and bleed trails are "
                              "never flagged")
     detect.add_argument("--mask-only", action="store_true",
-                        help="write only the CRMASK/CRPROB (and CLEANED) extensions, not a copy of the input's "
+                        help="write only crdetect's extensions (CRMASK, CRPROB, CRVETO, CLEANED), not a copy of the input's "
                              "HDUs (a quarter of the size for float32 CCDs)")
     detect.add_argument("--inpaint", nargs="?", const=DEFAULT_METHOD, default=None, choices=METHODS, metavar="METHOD",
                         help="also write a CLEANED extension, the flagged pixels filled by METHOD: maskfill (the "

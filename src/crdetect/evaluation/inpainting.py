@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +104,8 @@ def simulated_frames(count: int = 2, shape: tuple[int, int] = (1024, 1024), seed
 class Errors:
     """Filled-pixel errors of one method on one set, pooled over its frames."""
 
-    residuals: list
-    flux_errors: list
+    residuals: list = field(default_factory=list)
+    flux_errors: list = field(default_factory=list)
     seconds: float = 0.0
     pixels: int = 0
 
@@ -120,17 +120,18 @@ class Errors:
                 "seconds_per_mpix": self.seconds / max(self.pixels / 1e6, 1e-9)}
 
 
-def pixel_noise(sample: LabelledFrame) -> np.ndarray:
-    """Each pixel's noise from the truth image: the sky's, plus the photon noise of the light above it."""
+def sky_and_noise(sample: LabelledFrame) -> tuple[float, np.ndarray]:
+    """The truth image's sky level, and each pixel's noise: the sky's, plus the photon noise of the light above it
+    (once per frame: every method and mask of the frame is scored with them)."""
     stats = frame_statistics(sample.clean)
     gain = sample.frame.gain or 1.0
-    return np.sqrt(stats.sigma**2 + np.clip(sample.clean - stats.sky, 0, None) / gain)
+    return stats.sky, np.sqrt(stats.sigma**2 + np.clip(sample.clean - stats.sky, 0, None) / gain)
 
 
-def flux_errors(filled: np.ndarray, sample: LabelledFrame, mask: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """For each hit region lying on a source (its truth 10 sigma above the sky), the flux error in the region
+def flux_errors(filled: np.ndarray, sample: LabelledFrame, mask: np.ndarray, sky: float,
+                noise: np.ndarray) -> np.ndarray:
+    """For each hit region lying on a source (its truth 10 sigma above the ``sky``), the flux error in the region
     grown by 2 px: (filled - truth) summed, over the truth's flux above the sky there."""
-    sky = frame_statistics(sample.clean).sky
     labels, count = ndimage.label(mask, np.ones((3, 3), bool))
     errors = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
@@ -144,7 +145,7 @@ def flux_errors(filled: np.ndarray, sample: LabelledFrame, mask: np.ndarray, noi
 
 
 def score_fill(fill: Callable, sample: LabelledFrame, mask: np.ndarray, scored: np.ndarray, errors: Errors,
-               noise: np.ndarray) -> np.ndarray:
+               sky: float, noise: np.ndarray) -> None:
     """Fill ``mask`` of one frame with ``fill`` and add its errors on ``scored`` pixels to ``errors``."""
     started = time.perf_counter()
     # the ignored pixels (bad columns, saturated stars, a real frame's own hits) are known bad, as a pipeline's
@@ -154,8 +155,7 @@ def score_fill(fill: Callable, sample: LabelledFrame, mask: np.ndarray, scored: 
     errors.pixels += sample.image.size
     keep = scored & ~sample.ignore
     errors.residuals.append(((filled - sample.clean) / noise)[keep])
-    errors.flux_errors.append(flux_errors(filled, sample, mask & ~sample.ignore, noise))
-    return filled
+    errors.flux_errors.append(flux_errors(filled, sample, mask & ~sample.ignore, sky, noise))
 
 
 def run_inpainting_benchmark(sets: dict[str, list[LabelledFrame]], methods: dict[str, Callable],
@@ -166,16 +166,17 @@ def run_inpainting_benchmark(sets: dict[str, list[LabelledFrame]], methods: dict
 
     rows = []
     for set_name, samples in sets.items():
-        truth_errors = {name: Errors([], []) for name in methods}
-        detector_errors = {(d, m): Errors([], []) for d in (detectors or {}) for m in methods}
+        truth_errors = {name: Errors() for name in methods}
+        detector_errors = {(d, m): Errors() for d in (detectors or {}) for m in methods}
         for sample in tqdm(samples, desc=f"inpainting {set_name}", disable=not progress):
-            noise = pixel_noise(sample)
+            sky, noise = sky_and_noise(sample)
             for name, fill in methods.items():
-                score_fill(fill, sample, sample.truth, sample.truth, truth_errors[name], noise)
+                score_fill(fill, sample, sample.truth, sample.truth, truth_errors[name], sky, noise)
             for detector, flag in (detectors or {}).items():
                 flagged = flag(sample)
                 for name, fill in methods.items():
-                    score_fill(fill, sample, flagged, sample.truth | flagged, detector_errors[detector, name], noise)
+                    score_fill(fill, sample, flagged, sample.truth | flagged, detector_errors[detector, name], sky,
+                               noise)
         rows += [errors.row(name, set_name, "true CR pixels") for name, errors in truth_errors.items()]
         rows += [errors.row(name, set_name, f"{detector}'s mask") for (detector, name), errors in detector_errors.items()]
     return rows

@@ -133,7 +133,6 @@ class CRDetector:
         margin = self.context_margin if overlap is None else int(overlap)
         return int(np.ceil(margin / self.pad_multiple) * self.pad_multiple)
 
-    _margin = margin  # the name the CLI's tile check used
 
     def predict(self, image, *, threshold: float | None = None, tile: int | None = DEFAULT_TILE,
                 overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import CRDetectError, OutputError
 from .options import DetectOptions, hdu_suffix
-from .stages import KEPT, OK, PENDING, SUMMARY_COLUMNS, FileJob, RunStopped, detect_file
+from .stages import KEPT, OK, PENDING, SUMMARY_COLUMNS, FileJob, RunStopped, detect_job
 
 logger = logging.getLogger(__name__)
 
@@ -194,14 +194,19 @@ def _stop_workers() -> None:
             child.join(timeout=5)
 
 
-def _file_rows(future, job: FileJob) -> list[dict]:
-    """The rows a worker returned for ``job``; a stop is re-raised after its rows are kept in it."""
+def _record_worker_rows(record, job: FileJob, future) -> None:
+    """Record the rows a worker (a process or a Dask task) returned for ``job``. A stop (a full disk) is recorded
+    with the rows it carries, then re-raised to end the run."""
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        return future.result()
+        record(job.index, future.result())
     except BrokenProcessPool:
-        return [{**job.base, "status": "error: a worker process died (out of memory?); rerun with fewer --jobs"}]
+        record(job.index, [{**job.base, "status": "error: a worker process died (out of memory?); rerun with fewer "
+                                                  "--jobs"}])
+    except RunStopped as stopped:
+        record(job.index, stopped.rows)
+        raise
 
 
 def run_local(batch: list[FileJob], options: DetectOptions, record, jobs: int = 1, progress: bool = True) -> None:
@@ -222,15 +227,10 @@ def run_local(batch: list[FileJob], options: DetectOptions, record, jobs: int = 
                                initargs=(os.getpid(),))
     try:
         worker_options = _worker_options(options)
-        futures = {pool.submit(detect_file, job.path, worker_options, None, job.output, job): job for job in batch}
+        futures = {pool.submit(detect_job, job, worker_options): job for job in batch}
         for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect", unit="file",
                            disable=not progress):
-            job = futures[future]
-            try:
-                record(job.index, _file_rows(future, job))
-            except RunStopped as stopped:
-                record(job.index, stopped.rows)
-                raise
+            _record_worker_rows(record, futures[future], future)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         _stop_workers()
@@ -253,18 +253,12 @@ def run_dask(batch: list[FileJob], options: DetectOptions, scheduler: str, recor
     client = Client(cluster or scheduler)
     try:
         options = _worker_options(options)
-        futures = client.map(detect_file, [str(job.path) for job in batch], [options] * len(batch),
-                             [None] * len(batch), [str(job.output) for job in batch], batch, pure=False)
+        futures = client.map(detect_job, batch, [options] * len(batch), pure=False)
         index = {future.key: job for future, job in zip(futures, batch)}
         try:
             for future in tqdm(as_completed(futures), total=len(futures), desc="crdetect (dask)",
                                disable=not progress):
-                job = index[future.key]
-                try:
-                    record(job.index, future.result())
-                except RunStopped as stopped:
-                    record(job.index, stopped.rows)
-                    raise
+                _record_worker_rows(record, index[future.key], future)
         except BaseException:
             client.cancel(futures)
             raise

@@ -4,7 +4,7 @@
 science image, :class:`FileRead`; or a single :class:`FileSettled` when the file is kept or fails),
 :func:`detect_image` turns an :class:`ImageRead` into an :class:`ImageDetected`, and an
 :class:`OutputWriter` turns the messages of a file into its output and its summary rows.
-:func:`detect_file` runs the three in turn for one file (worker processes, Dask);
+:func:`detect_job` runs the three in turn for one file (worker processes, Dask; :func:`detect_file` for a path);
 :func:`crdetect.pipeline.streaming.run_streaming` runs them in threads joined by queues (one process).
 
 A failure that concerns one file becomes that file's summary row and the batch goes on. A failure after
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import output_error
-from ..errors import CRDetectError, OutputError
+from ..errors import CRDetectError, OutputError, OutputExistsError
 from .options import DetectOptions, detector_for, frame_noise, hdu_suffix
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,14 @@ def is_fatal(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in FATAL_ERRNOS
 
 
+def image_row(base: dict, label: str, shape: tuple[int, int], cards, status: str) -> dict:
+    """The summary row of one searched image, from the cards of its CRMASK (a header, or the cards about to be
+    written): written now, or kept from an earlier run."""
+    return {**base, "hdu": label, "shape": "x".join(map(str, shape)), "cr_pixels": cards.get("CRNPIX", ""),
+            "cr_fraction": cards.get("CRNPIX", 0) / max(int(np.prod(shape)), 1),
+            "nonfinite_pixels": cards.get("CRNBAD", ""), "masked_pixels": cards.get("CRNMASK", ""), "status": status}
+
+
 def rows_from_output(out_path: Path, base: dict) -> list[dict]:
     """Summary rows of an output written earlier (restarts with ``--skip-existing``), from its headers."""
     from ..io.reading import open_fits
@@ -133,13 +141,9 @@ def rows_from_output(out_path: Path, base: dict) -> list[dict]:
                 if hdu.name != "CRMASK":
                     continue
                 header = hdu.header
-                height, width = header.get("NAXIS2", 0), header.get("NAXIS1", 0)
                 label = f"{header.get('CRSCIEXT')}:{header['CRSCINAM']}" if header.get("CRSCINAM") else \
                     str(header.get("CRSCIEXT", ""))
-                rows.append({**base, "hdu": label, "shape": f"{height}x{width}", "cr_pixels": header.get("CRNPIX", ""),
-                             "cr_fraction": header.get("CRNPIX", 0) / max(height * width, 1),
-                             "nonfinite_pixels": header.get("CRNBAD", ""), "masked_pixels": header.get("CRNMASK", ""),
-                             "status": KEPT})
+                rows.append(image_row(base, label, (header.get("NAXIS2", 0), header.get("NAXIS1", 0)), header, KEPT))
     except CRDetectError as err:
         return [{**base, "status": f"error: the existing output cannot be read ({err}); remove it or pass --overwrite"}]
     return rows or [{**base, "status": KEPT}]
@@ -236,10 +240,7 @@ def detect_image(message: ImageRead, detector, options: DetectOptions) -> ImageD
                                      backend=getattr(detector, "backend", "torch"))
     # the counts the extensions' headers carry, not counted again on the detection thread
     cards = {key: value for key, value, _ in extensions.cards}
-    row = {**job.base, "hdu": science.label, "shape": "x".join(map(str, shape)), "cr_pixels": cards["CRNPIX"],
-           "cr_fraction": cards["CRNPIX"] / max(int(np.prod(shape)), 1), "nonfinite_pixels": cards["CRNBAD"],
-           "masked_pixels": cards["CRNMASK"], "status": OK}
-    return ImageDetected(job, extensions, row)
+    return ImageDetected(job, extensions, image_row(job.base, science.label, shape, cards, OK))
 
 
 @dataclass
@@ -290,7 +291,8 @@ class OutputWriter:
             self._discard()
             if isinstance(err, OSError) and not isinstance(err, CRDetectError):  # from writing the bytes
                 err = output_error(f"cannot write {str(job.output)!r}: {err.strerror or err}", err)
-            rows = [{**job.base, "status": WRITTEN_ELSEWHERE}] if _written_meanwhile(err) else error_rows(err, job)
+            rows = [{**job.base, "status": WRITTEN_ELSEWHERE}] if isinstance(err, OutputExistsError) else \
+                error_rows(err, job)
             self._settle(job, rows)
             if is_fatal(err):
                 raise RunStopped(str(err), job.index, rows) from err
@@ -347,29 +349,25 @@ class OutputWriter:
         self.record(job.index, rows)
 
 
-def _written_meanwhile(err: BaseException) -> bool:
-    from ..errors import OutputExistsError
+def detect_file(path: str | Path, options: DetectOptions, detector=None, out_path: Path | None = None) -> list[dict]:
+    """Detect CRs in one FITS file and write its output (``out_path``, by default named from ``path`` in the
+    out-dir): :func:`detect_job` for a batch of one. Returns one summary row per science HDU (or one for a file
+    kept or failed)."""
+    from ..io.writing import output_path_for
 
-    return isinstance(err, OutputExistsError)
+    path = Path(path)
+    output = Path(out_path) if out_path is not None else output_path_for(path, options.out_dir, hdu_suffix(options.hdu))
+    return detect_job(FileJob(0, path, output, existed=output.exists()), options, detector)
 
 
-def detect_file(path: str | Path, options: DetectOptions, detector=None, out_path: Path | None = None,
-                job: FileJob | None = None) -> list[dict]:
-    """Detect CRs in one FITS file and write its output: the three stages in turn. Returns one summary row per
-    science HDU (or one for a file kept or failed).
+def detect_job(job: FileJob, options: DetectOptions, detector=None) -> list[dict]:
+    """The three stages in turn for one input of a batch (worker processes and Dask run this); its summary rows.
 
     Raises
     ------
     RunStopped
         No later file could be written either (a full disk); its ``rows`` are this file's.
     """
-    from ..io.writing import output_path_for
-
-    if job is None:
-        path = Path(path)
-        output = Path(out_path) if out_path is not None else output_path_for(path, options.out_dir,
-                                                                             hdu_suffix(options.hdu))
-        job = FileJob(0, path, output, existed=output.exists())
     rows: list[dict] = []
     writer = OutputWriter(options, lambda index, settled: rows.extend(settled))
     try:

@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 
 from .options import DetectOptions, detector_for, encoder_count
-from .stages import FileJob, ImageRead, OutputWriter, RunStopped, detect_image, read_file
+from .stages import FileJob, ImageDetected, ImageRead, OutputWriter, RunStopped, detect_image, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def run_streaming(jobs: list[FileJob], options: DetectOptions, record, progress:
             for message in stages.items(stages.to_detect, "detect"):
                 if isinstance(message, ImageRead):
                     message = detect_image(message, detector, options)
-                    if hasattr(message, "extensions"):
+                    if isinstance(message, ImageDetected):
                         images += 1
                         if pool is not None:
                             message.extensions = pool.submit(encode, message.extensions)
