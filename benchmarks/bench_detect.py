@@ -6,20 +6,21 @@ above the baseline while it ran (sampled every 5 ms), and the ratio of crdetect'
 
     python benchmarks/bench_detect.py [--threads 2] [--repeat 2] [--out results/bench_detect.txt]
     python benchmarks/bench_detect.py --frame real     # a real star field tiled to the same size
-    python benchmarks/bench_detect.py --precision float32 bfloat16       # also time bfloat16 autocast
+    python benchmarks/bench_detect.py --precision torch:float32 openvino:float32 openvino:int8 auto
     python benchmarks/bench_detect.py --device cuda --precision float32 float16 --tile 1024 4096 0
 
 With ``--device cuda`` crdetect's models run on the GPU (tiles of each ``--tile``, 0 = whole frame) and
 their peak GPU memory is reported too; deepCR runs on the GPU as well (``--peers-on-cpu`` keeps it on the
-CPU); Cosmic-CoNN uses CUDA by itself when torch sees it. ``--precision auto`` is what ``crdetect detect``
-picks on this machine.
+CPU); Cosmic-CoNN uses CUDA by itself when torch sees it. Each ``--precision`` may name its runtime
+(``openvino:int8``, ``torch:bfloat16``; a bare name lets crdetect pick the runtime); ``auto`` is what
+``crdetect detect`` picks on this machine. The report starts with the CPU's model and flags.
 
 ``--files N`` also times the whole job end to end: N FITS files holding the frame (float32, with GAIN,
 RDNOISE and SATURATE), ``crdetect detect`` in this process (read, detect, write mask and probability;
 streamed through reader and writer threads) against LA-Cosmic doing the same (read, astroscrappy, write
 its mask), CCDs per second and the ratio.
 
-    python benchmarks/bench_detect.py --frame real --precision auto --files 4     # the CPU goal
+    python benchmarks/bench_detect.py --frame real --precision torch:float32 auto --files 3     # the CPU goal
     python benchmarks/bench_detect.py --device cuda --precision float32 float16 --tile 0 --files 16
 
 Peers that are not installed (pip install 'crdetect[peers]') are skipped with a note.
@@ -129,7 +130,6 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
     from astropy.io import fits
 
     from crdetect.baselines import LACosmicDetector
-    from crdetect.device import resolve_device, resolve_precision
     from crdetect.inference import cached_detector
     from crdetect.pipeline import DetectOptions, encoder_count, run_batch
 
@@ -141,15 +141,16 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
         paths[-1].parent.mkdir(exist_ok=True)
         fits.PrimaryHDU(image, header=header).writeto(paths[-1])
     runs = {}
-    for precision in args.precision:
+    for spec in args.precision:
+        backend, precision = runtime(spec)
         for encoders in args.encoders:
-            resolved = resolve_precision(precision, resolve_device(args.device))
-            options = DetectOptions(model=args.default, out_dir=str(folder / f"out_{precision}_{encoders}"),
+            options = DetectOptions(model=args.default, out_dir=str(folder / f"out_{backend}_{precision}_{encoders}"),
                                     device=args.device, tile=args.tile[0] or None, precision=precision, overwrite=True,
-                                    encoders=None if encoders == "auto" else int(encoders))
+                                    encoders=None if encoders == "auto" else int(encoders), backend=backend)
             # loaded before the clock
-            detector = cached_detector(options.model, options.device, None, None, False, precision)
-            if resolve_device(args.device).type == "cuda":  # CUDA kernels chosen and warmed before the clock
+            detector = cached_detector(options.model, options.device, None, None, False, precision, True, backend)
+            resolved = f"{detector.backend} {detector.precision}"
+            if detector.device.startswith("cuda"):  # CUDA kernels chosen and warmed before the clock
                 detector.predict(image, tile=options.tile)
             threads = encoder_count(options, detector.device)
             stages = StageNotes()  # the run's own account of each stage's work
@@ -186,6 +187,12 @@ def end_to_end(args, image, gain, read_noise, saturation, notes) -> dict:
     return runs
 
 
+def runtime(spec: str) -> tuple[str, str]:
+    """``RUNTIME:PRECISION`` (or a bare precision, the runtime crdetect picks) as (backend, precision)."""
+    backend, _, precision = spec.rpartition(":")
+    return backend or "auto", precision
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -193,9 +200,9 @@ def main() -> int:
     parser.add_argument("--default", default="default", help="crdetect default model (name or checkpoint)")
     parser.add_argument("--fast", default="fast", help="crdetect fast model (name or checkpoint)")
     parser.add_argument("--tile", type=int, nargs="+", default=[1024], help="tile sizes to time (0: whole frame)")
-    parser.add_argument("--precision", nargs="+", default=["float32"],
-                        choices=["auto", "float32", "bfloat16", "float16"],
-                        help="network arithmetic(s) to time for crdetect's models")
+    parser.add_argument("--precision", nargs="+", default=["torch:float32", "auto"],
+                        help="network arithmetic(s) to time for crdetect's models, each optionally with its runtime: "
+                             "auto, float32, int8, bfloat16, float16, openvino:int8, torch:float32...")
     parser.add_argument("--device", default="cpu", help="device of crdetect's models (cpu, cuda)")
     parser.add_argument("--compile", action="store_true",
                         help="also time torch.compile'd crdetect models (compilation is timed apart)")
@@ -210,14 +217,17 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="also write the report to this file")
     args = parser.parse_args()
 
-    import torch
-
     import crdetect
     from crdetect.baselines import CosmicCoNNDetector, DeepCRDetector, LACosmicDetector
+    from crdetect.device import describe_cpu, torch_available
     from crdetect.frame import Frame
     from crdetect.preprocessing import frame_statistics
 
-    torch.set_num_threads(args.threads)
+    torch = None
+    if torch_available():  # torch's runtime and the deep-learning peers
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.frame == "real":
         image, gain, read_noise, saturation = real_star_field()
         description = "real star field (CTIO Mosaic2 tpv.fits, I band) tiled to a DECam CCD"
@@ -235,7 +245,9 @@ def main() -> int:
     gpu = args.device.startswith("cuda")
 
     def ours(spec, tile, precision, compile=False):
-        detector = crdetect.load_detector(spec, device=args.device, compile=compile, precision=precision)
+        backend, precision = runtime(precision)
+        detector = crdetect.load_detector(spec, device=args.device, compile=compile, precision=precision,
+                                          backend=backend, threads=args.threads)
         if compile or gpu:  # the first call compiles / warms up CUDA kernels: timed apart
             started = time.perf_counter()
             detector.predict(image, tile=tile)
@@ -251,7 +263,7 @@ def main() -> int:
             for tile in args.tile:
                 for role, spec in (("default", args.default), ("fast", args.fast)):
                     label = " ".join(["crdetect", role] + (["compiled"] if compile else [])
-                                     + ([precision] if precision != "float32" else [])
+                                     + [precision]
                                      + ([f"tile {tile or 'whole'}"] if len(args.tile) > 1 else []))
                     candidates.append((label, lambda s=spec, t=tile or None, p=precision, c=compile: ours(s, t, p, c)))
     candidates += [] if args.no_peers else [("astroscrappy (LA-Cosmic)",
@@ -280,8 +292,15 @@ def main() -> int:
     if args.files:
         runs.update(end_to_end(args, image, gain, read_noise, saturation, notes))
     device = torch.cuda.get_device_name() if gpu else f"CPU, {args.threads} threads"
-    lines = [f"frame: {description}, {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix); "
-             f"torch {torch.__version__}, crdetect on {device}, tile {' '.join(map(str, args.tile))}, "
+    versions = []
+    for module in ("torch", "openvino"):
+        try:
+            versions.append(f"{module} {__import__(module).__version__}")
+        except ImportError:
+            pass
+    lines = [f"CPU: {describe_cpu()}",
+             f"frame: {description}, {image.shape[1]} x {image.shape[0]} px ({mpix:.2f} Mpix); "
+             f"{', '.join(versions)}; crdetect on {device}, tile {' '.join(map(str, args.tile))}, "
              f"best of {args.repeat}",
              f"{'detector':<40} {'seconds':>8} {'Mpix/s':>8} {'peak MB':>8}" + (f" {'GPU MB':>8}" if gpu else "")]
     for name, (seconds, peak, gpu_peak) in runs.items():

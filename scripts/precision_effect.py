@@ -2,6 +2,9 @@
 
     python scripts/precision_effect.py > results/precision.md
     python scripts/precision_effect.py --device cuda --precision float32 float16 bfloat16
+    python scripts/precision_effect.py --precision torch:float32 openvino:float32 openvino:int8 > results/int8.md
+
+A precision may name its runtime (``openvino:int8``); a bare one runs in torch.
 
 For each shipped model and precision: TPR at FPR 1e-4 / 1e-3 on M51, WFPC2 and the injected frames (as
 ``crdetect evaluate --real`` scores them), and how the mask at the model's own threshold differs from
@@ -28,7 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=REAL, help="the real-data folder (shared/data/real)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--precision", nargs="+", default=["float32", "bfloat16"],
+                        help="precisions, each optionally RUNTIME:PRECISION (torch by default)")
     parser.add_argument("--models", nargs="+", default=["default", "fast"])
     args = parser.parse_args()
     groups = {name: list(frames) for name, frames in real_frame_groups(args.real).items()}
@@ -41,8 +45,9 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(groups) * len(FPRS) + 3))
     for name in args.models:
         reference = None
-        for precision in args.precision:
-            detector = load_detector(name, device=args.device, precision=precision)
+        for spec in args.precision:
+            backend, _, precision = spec.rpartition(":")
+            detector = load_detector(name, device=args.device, precision=precision, backend=backend or "torch")
             scorer = NetworkDetector(detector, name=name)
             tprs = [f"{t:.4f}" for samples in groups.values() for t in tpr_at_fprs(scorer, samples, FPRS)]
             results = [detector.predict(s.image, statistics=s.scaling, saturation=s.frame.saturation)
@@ -52,7 +57,7 @@ def main() -> None:
             flagged = sum(int(r.mask.sum()) for r in results)
             changed = sum(int((r.mask != f.mask).sum()) for r, f in zip(results, reference))
             logit_change = max(largest_logit_change(r, f) for r, f in zip(results, reference))
-            print(f"| {name} | {precision} | " + " | ".join(tprs) + f" | {flagged / mpix:.0f} | {changed / mpix:.1f} "
+            print(f"| {name} | {spec} | " + " | ".join(tprs) + f" | {flagged / mpix:.0f} | {changed / mpix:.1f} "
                   f"| {logit_change:.3f} |", flush=True)
 
 

@@ -97,7 +97,7 @@ def test_component_sizes_of_a_pixel_list_equal_image_labelling():
 
 @pytest.mark.parametrize("tile", [None, 128])
 def test_predict_equals_the_numpy_reference_path(tile):
-    detector = load_detector("default", device=DEVICE.type)
+    detector = load_detector("default", device=DEVICE.type, backend="torch", precision="float32")
     image = _frame(3, (333, 290))
     image[5, 7] = np.nan
     mask = np.zeros(image.shape, bool)
@@ -122,7 +122,8 @@ def test_predict_on_a_real_frame_equals_the_numpy_reference_path(shared_data):
 
     with fits.open(shared_data / "real" / "b7_ctio_mosaic2_galsim" / "tpv.fits") as hdul:  # star field, plateaus
         image = np.asarray(hdul[0].data, np.float32)[:768, :768].copy()
-    detector = load_detector("fast", device=DEVICE.type, source_veto=False)  # the network's path, not the veto's
+    # the network's path, not the veto's
+    detector = load_detector("fast", device=DEVICE.type, source_veto=False, backend="torch", precision="float32")
     result = detector.predict(image, tile=256)
     stats = frame_statistics(image)
     logits = reference_logits(detector, normalise_reference(detector.preprocessing, image, stats), 256,

@@ -33,7 +33,23 @@ def test_a_damaged_shipped_model_is_refused(tmp_path, monkeypatch):
         handle.write(bytes([byte[0] ^ 1]))
     monkeypatch.setattr(crdetect.pretrained, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(crdetect.CheckpointError, match="is damaged: its SHA-256"):
-        crdetect.load_detector("default")
+        crdetect.load_detector("default")  # no network file beside it: the checkpoint, in torch
+
+
+def test_a_damaged_network_file_is_refused(tmp_path, monkeypatch):
+    import crdetect.pretrained
+
+    for name in ("default.pt", "default.onnx", "default.int8.onnx", TABLE):
+        shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
+    with open(tmp_path / "default.int8.onnx", "r+b") as handle:
+        handle.seek(20000)
+        byte = handle.read(1)
+        handle.seek(20000)
+        handle.write(bytes([byte[0] ^ 1]))
+    monkeypatch.setattr(crdetect.pretrained, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(crdetect.CheckpointError, match=r"default.int8.onnx\) is damaged"):
+        crdetect.load_detector("default", device="cpu", precision="int8")
+    assert crdetect.load_detector("default", device="cpu", precision="float32").backend == "openvino"
 
 
 def test_create_model_gives_shipped_models_trained_or_untrained():
@@ -43,7 +59,7 @@ def test_create_model_gives_shipped_models_trained_or_untrained():
     image = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         assert not np.allclose(trained.eval()(image).numpy(), untrained.eval()(image).numpy())
-    detector_net = crdetect.load_detector("fast").network
+    detector_net = crdetect.load_detector("fast", backend="torch").network
     assert crdetect.count_parameters(detector_net) <= 29641  # BatchNorms folded
     assert crdetect.count_parameters(crdetect.create_model("unet", pretrained=True)) == 517793
     with pytest.raises(crdetect.InputError, match="no pretrained weights ship for 'tunet_7'"):

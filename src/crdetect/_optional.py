@@ -1,4 +1,5 @@
-"""Optional dependencies: detection needs only torch, numpy, astropy, scipy and tqdm; the rest are extras.
+"""Optional dependencies: detection needs only numpy, astropy, scipy, tqdm and OpenVINO; the rest are extras
+(torch among them: GPUs, training, the study, checkpoints of your own).
 
 :func:`require` imports an optional module or raises one clear error naming the extra that installs it.
 """
@@ -11,8 +12,8 @@ from types import ModuleType
 from .errors import CRDetectError
 
 #: What each extra is for (pyproject.toml's [project.optional-dependencies]).
-EXTRAS = {"train": "simulation and training", "plots": "figures and reports", "peers": "LA-Cosmic, deepCR and "
-          "Cosmic-CoNN comparisons", "survey": "Dask clusters"}
+EXTRAS = {"torch": "PyTorch", "train": "simulation and training", "plots": "figures and reports",
+          "peers": "LA-Cosmic, deepCR and Cosmic-CoNN comparisons", "survey": "Dask clusters"}
 
 
 class MissingDependencyError(CRDetectError, ImportError):

@@ -98,7 +98,7 @@ def _run(indat, inmask, *, gain, readnoise, satlevel, model, threshold, grow, de
 def detect_cosmics(indat, inmask=None, *, gain: float | None = None, readnoise: float | None = None,
                    satlevel: float | None = 65536.0, model: str = "default", threshold: float | None = None,
                    grow: int = 0, clean: bool = True, return_probability: bool = False, device: str = "auto",
-                   precision: str = "float32", tile: int | None = 1024, inpaint_method: str = "maskfill",
+                   precision: str = "auto", tile: int | None = 1024, inpaint_method: str = "maskfill",
                    **lacosmic_options):
     """Find cosmic rays with a crdetect network, called like ``astroscrappy.detect_cosmics``.
 
@@ -184,7 +184,7 @@ def _frame_sigma(ccd, mask: np.ndarray | None) -> float | None:
 def cosmicray_crdetect(ccd, *, model: str = "default", threshold: float | None = None, grow: int = 0,
                        gain: float | None = None, readnoise: float | None = None, satlevel: float | None = None,
                        clean: bool = False, return_probability: bool = False, device: str = "auto",
-                       precision: str = "float32", tile: int | None = 1024, inpaint_method: str = "maskfill"):
+                       precision: str = "auto", tile: int | None = 1024, inpaint_method: str = "maskfill"):
     """Find cosmic rays in a ``CCDData`` with a crdetect network, in the manner of ccdproc's ``cosmicray_lacosmic``.
 
     Parameters

@@ -139,6 +139,8 @@ def frame_statistics_torch(image: torch.Tensor, ignore: torch.Tensor | None = No
     ``mad_std``, in float64. A tensor in CPU memory is handed to the numpy function (no copy): torch's CPU
     kernels for the boolean selections here are 10-20x slower than numpy's (measured on 2048 x 4096).
     """
+    if isinstance(image, np.ndarray):
+        return frame_statistics(image, ignore)
     if image.device.type == "cpu":
         return frame_statistics(image.numpy(), None if ignore is None else ignore.numpy())
     return _frame_statistics_in_torch(image, ignore)
@@ -199,10 +201,10 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
 
     A true sliding median costs O(window^2) per pixel (about 25 s for a 15 px window on a 2048 x 4096
     CCD with scipy); here the image is reduced to medians of 3 x 3 px blocks, those are median-filtered
-    over ``window / 3`` blocks and interpolated back bilinearly (:func:`local_background_torch`, which this
-    calls; about 0.6 s on 2 CPU cores). Like a sliding median it ignores anything narrower than about half
-    the window (hits, stars, which therefore stay in ``image - background``) and follows anything broader
-    (galaxy cores, gradients, large halos).
+    over ``window / 3`` blocks and interpolated back bilinearly: 0.19 s on 2 CPU cores for a DECam CCD
+    (:func:`local_background_torch`, the same arithmetic on a GPU, took 0.83 s on those cores). Like a sliding
+    median it ignores anything narrower than about half the window (hits, stars, which therefore stay in
+    ``image - background``) and follows anything broader (galaxy cores, gradients, large halos).
 
     Parameters
     ----------
@@ -212,13 +214,80 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
         Width of the median window in pixels (at least 3).
     fill : float
         Value used for non-finite pixels (the frame's sky level).
-    """
-    import torch
 
-    image = np.asarray(image, np.float32)  # the window is checked by local_background_torch
+    Returns a new float32 array of the image's shape.
+    """
+    if window < _BACKGROUND_BLOCK:
+        raise ValueError(f"local background window must be >= {_BACKGROUND_BLOCK} px, got {window}")
+    image = np.asarray(image, np.float32)
     if not np.isfinite(image).all():
         image = np.where(np.isfinite(image), image, np.float32(fill))
-    return local_background_torch(torch.from_numpy(np.ascontiguousarray(image))[None, None], window)[0, 0].numpy()
+    block = _BACKGROUND_BLOCK
+    height, width = image.shape
+    rows = _reflect_indices(0, -(-height // block) * block, height)
+    columns = _reflect_indices(0, -(-width // block) * block, width)
+    padded = image if (len(rows), len(columns)) == image.shape else image[np.ix_(rows, columns)]
+    blocks = padded.reshape(len(rows) // block, block, len(columns) // block, block)
+    medians = _median_of_nine([blocks[:, i, :, j] for i in range(block) for j in range(block)])
+    size = max(1, int(round(window / block))) | 1
+    smooth = _median_filter(medians, size)
+    return _upsample_bilinear(_upsample_bilinear(smooth, 0), 1)[:height, :width]
+
+
+#: A median network for nine values (Paeth's): the fifth of nine after these 19 compare-exchanges. 19 element-wise
+#: minima and maxima of the block grid are 3x faster than ``np.median`` over an axis of nine.
+_MEDIAN_OF_NINE = [(1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+                   (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)]
+
+
+def _median_of_nine(values: list[np.ndarray]) -> np.ndarray:
+    """Element-wise median of nine arrays of one shape."""
+    values = [np.array(v, np.float32) for v in values]
+    for a, b in _MEDIAN_OF_NINE:
+        low = np.minimum(values[a], values[b])
+        np.maximum(values[a], values[b], out=values[b])
+        values[a] = low
+    return values[4]
+
+
+def _median_filter(grid: np.ndarray, size: int, strip: int = 64) -> np.ndarray:
+    """scipy's ``median_filter(grid, size, mode="reflect")``, exactly, a strip of rows at a time on two threads:
+    a partial sort of each strip's windows, small enough to stay in cache, took 0.08 s on the 1366 x 683 block
+    grid of a DECam CCD where scipy took 0.79 s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    half = size // 2
+    padded = np.pad(grid, half, mode="symmetric")  # scipy's "reflect": the edge value repeated
+    out = np.empty_like(grid)
+    middle = size * size // 2
+
+    def filter_strip(first: int) -> None:
+        last = min(grid.shape[0], first + strip)
+        windows = np.lib.stride_tricks.sliding_window_view(padded[first:last + 2 * half], (size, size))
+        windows = np.array(windows.reshape(-1, size * size))  # a copy of the strip's windows, sorted in place
+        windows.partition(middle, axis=1)
+        out[first:last] = windows[:, middle].reshape(last - first, -1)
+
+    with ThreadPoolExecutor(2) as pool:  # numpy releases the GIL while it sorts
+        list(pool.map(filter_strip, range(0, grid.shape[0], strip)))
+    return out
+
+
+def _upsample_bilinear(grid: np.ndarray, axis: int) -> np.ndarray:
+    """``grid`` three times finer along ``axis``, interpolated linearly between block centres and held beyond the
+    outermost ones (torch's ``interpolate(..., scale_factor=3, mode="bilinear", align_corners=False)`` along one
+    axis; torch rounds the source coordinates in float32, which moves its result by up to 1e-4 of the step
+    between neighbouring blocks)."""
+    grid = np.moveaxis(grid, axis, 0)
+    before = np.concatenate([grid[:1], grid[:-1]])
+    after = np.concatenate([grid[1:], grid[-1:]])
+    third, two_thirds = np.float32(1 / 3), np.float32(2 / 3)
+    out = np.empty((3 * grid.shape[0],) + grid.shape[1:], np.float32)
+    out[0::3] = grid * two_thirds + before * third
+    out[1::3] = grid
+    out[2::3] = grid * two_thirds + after * third
+    out[0], out[-1] = grid[0], grid[-1]
+    return np.moveaxis(out, 0, axis)
 
 
 @dataclass(frozen=True)
@@ -280,17 +349,15 @@ class Preprocessing:
             Sky and noise to use; estimated from ``image`` when omitted. Pass them explicitly when
             normalising cut-outs (patches, tiles) of a larger frame so all pieces share one scaling.
 
-        Returns a new float32 array (:meth:`normalise_batch` on its planes).
+        Returns a new float32 array (the arithmetic of :meth:`normalise_batch`, in numpy).
         """
-        import torch
-
         if stats is None:
             stats = frame_statistics(image)
-        array = np.ascontiguousarray(image, dtype=np.float32)
-        planes = torch.from_numpy(array.reshape(-1, 1, *array.shape[-2:]))
+        array = np.asarray(image, dtype=np.float32)
+        planes = array.reshape(-1, 1, *array.shape[-2:])
         n = planes.shape[0]
-        out = self.normalise_batch(planes, torch.full((n,), stats.sky), torch.full((n,), stats.sigma))
-        return out.numpy().reshape(array.shape)
+        sky, sigma = (np.full((n, 1, 1, 1), value, np.float32) for value in (stats.sky, stats.sigma))
+        return self._normalise_in_numpy(planes, sky, sigma).reshape(array.shape)
 
     def normalise_batch(self, images: torch.Tensor, sky: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """:meth:`normalise` in torch for a batch (N, 1, H, W) on any device; one sky and sigma per image.
@@ -320,15 +387,14 @@ class Preprocessing:
 
     def _normalise_in_numpy(self, images: np.ndarray, sky: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """:meth:`normalise_batch`'s arithmetic on arrays (N, 1, H, W), in place on one float32 copy."""
-        import torch
-
         out = np.array(images, dtype=np.float32, copy=True)
         nonfinite = ~np.isfinite(out)
         has_nonfinite = bool(nonfinite.any())
         if has_nonfinite:
             np.copyto(out, np.broadcast_to(sky, out.shape), where=nonfinite)
         if self.subtract_sky and self.local_background is not None:
-            out -= local_background_torch(torch.from_numpy(out), self.local_background).numpy()
+            for plane in out.reshape(-1, *out.shape[-2:]):
+                plane -= local_background(plane, self.local_background)
         elif self.subtract_sky:
             out -= sky
         out /= sigma if self.scale == "noise" else np.float32(self.fixed_scale)

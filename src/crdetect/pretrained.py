@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import CheckpointError, InputError
@@ -33,10 +33,35 @@ class PretrainedModel:
     kwargs: dict
     threshold: float
     preprocessing: dict
+    #: the network alone, for runtimes without torch: ``{"float32": {"file": ..., "sha256": ...}, "int8": ...}``
+    #: (ONNX, BatchNorms folded; ``scripts/export_networks.py``)
+    networks: dict = field(default_factory=dict)
+    pad_multiple: int = 1
+    context_margin: int = 32
+    parameters: int = 0
+    #: what the model was trained on (its checkpoint's description) and its test scores, for ``crdetect models``
+    trained_on: str = ""
+    test: dict = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
         return weights_dir() / self.file
+
+    def network_path(self, precision: str) -> Path:
+        """The network file of ``precision`` (``"float32"`` or ``"int8"``), checked against its SHA-256.
+
+        Raises
+        ------
+        InputError
+            The model ships no network of that precision.
+        CheckpointError
+            The file is damaged.
+        """
+        if precision not in self.networks:
+            have = ", ".join(self.networks) or "none"
+            raise InputError(f"the shipped model {self.name!r} has no {precision} network (it has: {have})")
+        entry = self.networks[precision]
+        return _verified(weights_dir() / entry["file"], entry["sha256"], self.name)
 
 
 def weights_dir() -> Path:
@@ -49,7 +74,13 @@ def _table(directory: Path) -> dict[str, PretrainedModel]:
     path = directory / TABLE
     if not path.is_file():
         return {}
-    return {name: PretrainedModel(name=name, **entry) for name, entry in json.loads(path.read_text()).items()}
+    table = {}
+    for name, entry in json.loads(path.read_text()).items():
+        # a network file missing (a trimmed installation, a test's copy of the table): the model runs in torch
+        networks = {precision: network for precision, network in entry.get("networks", {}).items()
+                    if (directory / network["file"]).is_file()}
+        table[name] = PretrainedModel(name=name, **{**entry, "networks": networks})
+    return table
 
 
 def pretrained_models() -> dict[str, PretrainedModel]:
@@ -76,26 +107,43 @@ def verify(entry: PretrainedModel) -> Path:
     CheckpointError
         The file's hash differs from the table's.
     """
-    digest = hashlib.sha256(entry.path.read_bytes()).hexdigest()
-    if digest != entry.sha256:
-        raise CheckpointError(f"the shipped model {entry.name!r} ({entry.path}) is damaged: its SHA-256 is {digest}, "
-                              f"expected {entry.sha256}; reinstall crdetect")
-    return entry.path
+    return _verified(entry.path, entry.sha256, entry.name)
+
+
+def _verified(path: Path, sha256: str, name: str) -> Path:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise CheckpointError(f"the shipped model {name!r} ({path}) is damaged: its SHA-256 is {digest}, "
+                              f"expected {sha256}; reinstall crdetect")
+    return path
+
+
+def network_files(stem: str, directory: Path) -> dict[str, Path]:
+    """The network files of the checkpoint ``stem`` in ``directory``, by precision."""
+    files = {"float32": directory / f"{stem}.onnx", "int8": directory / f"{stem}.int8.onnx"}
+    return {precision: path for precision, path in files.items() if path.is_file()}
 
 
 def describe_weights(directory: Path | None = None) -> dict[str, dict]:
     """The table of the checkpoints in ``directory`` (the package's by default), read from the files themselves:
     what ``weights/pretrained.json`` must hold."""
     from .checkpoint import load_checkpoint
+    from .models import count_parameters
 
     directory = directory or weights_dir()
     files = sorted(directory.glob("*.pt"), key=lambda p: (p.stem != "default", p.stem != "fast", p.stem))
     table = {}
     for path in files:
-        _, info = load_checkpoint(path)
+        model, info = load_checkpoint(path)
+        networks = {precision: {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+                    for precision, file in network_files(path.stem, directory).items()}
         table[path.stem] = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                             "architecture": info.model_name, "kwargs": dict(info.model_kwargs),
-                            "threshold": float(info.threshold), "preprocessing": info.preprocessing.to_dict()}
+                            "threshold": float(info.threshold), "preprocessing": info.preprocessing.to_dict(),
+                            "networks": networks, "pad_multiple": int(getattr(model, "pad_multiple", 1)),
+                            "context_margin": int(getattr(model, "context_margin", 32)),
+                            "parameters": count_parameters(model), "trained_on": info.extra.get("trained_on") or "",
+                            "test": {k: float(v) for k, v in (info.extra.get("test") or {}).items()}}
     return table
 
 

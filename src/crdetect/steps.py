@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -87,24 +86,38 @@ def step_offsets(profile: np.ndarray, sigma: float) -> tuple[np.ndarray | None, 
     return offsets, steps
 
 
-def _profile(frame: torch.Tensor, dim: int) -> np.ndarray:
-    """Medians of ``frame`` (NaN = unusable) along ``dim`` over a regular subsample, as float64 numpy."""
+def _profile(frame, dim: int) -> np.ndarray:
+    """Medians of ``frame`` (an array or a tensor; NaN = unusable) along ``dim`` over a regular subsample, as
+    float64 numpy."""
     stride = max(1, frame.shape[dim] // PROFILE_SAMPLES)
     sample = frame[::stride] if dim == 0 else frame[:, ::stride]
+    if isinstance(sample, np.ndarray):
+        import warnings
+
+        with warnings.catch_warnings():  # a wholly masked column has no median: NaN, which profile_steps skips
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(sample, axis=dim).astype(np.float64)
+    import torch
+
     return torch.nanmedian(sample, dim=dim).values.double().cpu().numpy()
 
 
-def level_steps(frame: torch.Tensor, sigma: float) -> tuple[torch.Tensor, dict]:
-    """``frame`` (2-D; NaN where unusable) with its whole-frame column and row steps levelled, and what was
-    found (``{"columns": [...], "rows": [...]}``, the positions of the steps). A frame without steps comes back
-    as the same tensor; otherwise a new one (the caller's is never changed)."""
+def level_steps(frame, sigma: float) -> tuple:
+    """``frame`` (2-D ndarray, or a torch tensor on a GPU; NaN where unusable) with its whole-frame column and row
+    steps levelled, and what was found (``{"columns": [...], "rows": [...]}``, the positions of the steps). A frame
+    without steps comes back as the same object; otherwise a new one (the caller's is never changed)."""
     found: dict[str, list[int]] = {"columns": [], "rows": []}
     if frame.shape[0] < 2 * STEP_WINDOW or frame.shape[1] < 2 * STEP_WINDOW or not sigma > 0:
         return frame, found
     for dim, name in ((0, "columns"), (1, "rows")):  # rows on the frame with its column steps levelled
         offsets, found[name] = step_offsets(_profile(frame, dim), sigma)
         if offsets is not None:
-            shift = torch.as_tensor(offsets, dtype=frame.dtype, device=frame.device)
+            if isinstance(frame, np.ndarray):
+                shift = offsets.astype(frame.dtype)
+            else:
+                import torch
+
+                shift = torch.as_tensor(offsets, dtype=frame.dtype, device=frame.device)
             frame = frame - (shift[None, :] if dim == 0 else shift[:, None])
     if found["columns"] or found["rows"]:
         logger.info("straight steps across the frame levelled before the network (overscan, prescan or "

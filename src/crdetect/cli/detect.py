@@ -97,33 +97,34 @@ def report_batch(rows: list[dict], summary: Path, files: int, quiet: bool) -> in
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..inference import shipped_weights
-    from ..models import count_parameters, create_model, list_models, model_description
+    from ..device import torch_available
+    from ..pretrained import pretrained_models
 
-    names = list_models(args.pattern)
-    if not names:
-        raise CRDetectError(f"no model matches {args.pattern!r}")
-    width = max(len(n) for n in names)
-    print(f"{'name':<{width}}  {'params':>9}  {'weights':<8}  description")
-    for name in names:
-        weights = "shipped" if shipped_weights(name) else "-"
-        print(f"{name:<{width}}  {count_parameters(create_model(name)):>9,}  {weights:<8}  {model_description(name)}")
-    from ..checkpoint import load_checkpoint
-    from ..pretrained import WEIGHTS_DIR
+    shipped = pretrained_models()
+    if torch_available():  # the registry's architectures are torch modules
+        from ..models import count_parameters, create_model, list_models, model_description
 
-    # default and fast first: they are the ones trained for real frames
-    shipped = sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: (p.stem not in ("default", "fast"), p.stem))
+        names = list_models(args.pattern)
+        if not names:
+            raise CRDetectError(f"no model matches {args.pattern!r}")
+        width = max(len(n) for n in names)
+        print(f"{'name':<{width}}  {'params':>9}  {'weights':<8}  description")
+        for name in names:
+            weights = "shipped" if name in shipped else "-"
+            print(f"{name:<{width}}  {count_parameters(create_model(name)):>9,}  {weights:<8}  {model_description(name)}")
+    else:
+        print("(the registry's untrained architectures need torch: pip install 'crdetect[torch]')")
     if shipped:
         print("\nshipped trained models (use with --model NAME; 'default' is used when --model is not given):")
-        for path in shipped:
-            model, info = load_checkpoint(path)
+        # default and fast first (the table's order): they are the ones trained for real frames
+        for name, entry in shipped.items():
             # the data's description; a bare path of the machine that trained it means nothing here
-            trained_on = info.extra.get("trained_on") or "see the model card"
-            test = info.extra.get("test") or {}
-            scores = "; test " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()) if test else ""
-            print(f"  {path.stem:<12} {info.model_name} {info.model_kwargs}  {count_parameters(model):,} params, "
-                  f"threshold {info.threshold:.3f}; trained on {trained_on}{scores}; model card: "
-                  f"{path.with_suffix('.md')}")
+            trained_on = entry.trained_on or "see the model card"
+            scores = "; test " + ", ".join(f"{k} {v:.4f}" for k, v in entry.test.items()) if entry.test else ""
+            runs = ", ".join(entry.networks) or "none (torch only)"
+            print(f"  {name:<12} {entry.architecture} {entry.kwargs}  {entry.parameters:,} params, threshold "
+                  f"{entry.threshold:.3f}; trained on {trained_on}{scores}; networks without torch: {runs}; "
+                  f"model card: {entry.path.with_suffix('.md')}")
     else:
         print("\nNo trained model is shipped: `crdetect detect` needs --model CHECKPOINT.pt.")
     return 0
@@ -197,22 +198,23 @@ def add_parsers(subcommand) -> None:
     detect.add_argument("--compile", action="store_true",
                         help="torch.compile the network (10-30 s per process; on 2 CPU cores no faster than the "
                              "eager network since BatchNorms are folded: measure with benchmarks/bench_detect.py)")
-    detect.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="network arithmetic: auto (default: float16 on CUDA GPUs, measured TPR within 0.0002; "
-                             "bfloat16 on CPUs with native bfloat16, AVX512-BF16 or AMX, measured ~2x faster with "
-                             "TPR within 0.002; float32 elsewhere), "
-                             "float32, bfloat16, float16 (CUDA GPUs); the output header records it (CRPRECIS)")
+    detect.add_argument("--precision", default="auto", choices=["auto", "float32", "int8", "bfloat16", "float16"],
+                        help="network arithmetic: auto (default: on a CPU int8 for the shipped default and fast, "
+                             "quantised with calibration, TPR on the real frames within 0.003 of float32 but for one "
+                             "rate where it is higher, results/int8.md; float32 otherwise; float16 on CUDA GPUs), "
+                             "float32, int8 (OpenVINO, shipped default and fast), bfloat16 (torch; CPUs with "
+                             "AVX512-BF16 or AMX), float16 (CUDA GPUs); the output header records it (CRPRECIS)")
     detect.add_argument("--backend", default="auto", choices=["auto", "torch", "openvino"],
-                        help="the network's runtime: auto (default: OpenVINO in float32 on a CPU without native "
-                             "bfloat16 when crdetect[openvino] is installed, measured 0.73-0.79x torch's time there; "
-                             "torch elsewhere), torch, openvino; the output header records it (CRBACKND)")
+                        help="the network's runtime: auto (default: OpenVINO on a CPU for the shipped models, no "
+                             "torch needed; torch on GPUs and for checkpoints of your own, crdetect[torch]), "
+                             "openvino, torch; the output header records it (CRBACKND)")
     detect.add_argument("--no-source-veto", dest="source_veto", action="store_false",
                         help="keep every region the network flags; by default regions that look like stars (smooth, "
                              "with a PSF's wings: trailed, elongated or undersampled stars) are taken out "
                              "(crdetect.veto; the CRVETO extension holds them, CRNVETO counts them)")
     detect.add_argument("--jobs", type=positive_int, default=1, help="worker processes on this machine (default 1)")
     detect.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads per process (default: every core, or 1 per worker with --jobs or "
+                        help="network threads per process (default: every core, or 1 per worker with --jobs or "
                              "--scheduler); set it to the cores a batch job was given")
     detect.add_argument("--encoders", type=non_negative_int, default=None,
                         help="threads that compress the outputs while the next file is searched (default: none "

@@ -10,7 +10,16 @@ from ..errors import CRDetectError
 from .arguments import number_type, positive_int
 
 
+def needs_torch(command: str, extra: str = "train") -> None:
+    """Raise the clear error of a missing extra when ``command`` runs without torch (detection does not need it;
+    simulation, training, labelling and evaluation do)."""
+    from .._optional import require
+
+    require("torch", extra, f"crdetect {command}")
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    needs_torch("simulate")
     from ..data.simulate import build_benchmark, plan
 
     print(plan(args.preset))
@@ -43,6 +52,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    needs_torch("train")
     from ..preprocessing import Preprocessing
     from ..training import TrainConfig, train
 
@@ -73,6 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    needs_torch("study")
     from ..training.study import load_study, run_study, select_rows
 
     overrides = {"epochs": args.epochs, "device": args.device, "crop": args.crop, "batch_size": args.batch_size,
@@ -97,6 +108,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    needs_torch("evaluate", "torch")
     from ..evaluation.evaluate import evaluate
 
     if args.inpainting:
@@ -123,6 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
+    needs_torch("label")
     import numpy as np
     from astropy.io import fits
 

@@ -43,7 +43,8 @@ def evaluate(runs: list[str], data_dir: str | Path | None, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     infos = {info.name: info for info in (read_run(r) for r in runs)}
     vetoes = {"on": [(True, "")], "off": [(False, "")], "both": [(True, ""), (False, "-noveto")]}[source_veto]
-    detectors: list[Detector] = [NetworkDetector(load_detector(info.checkpoint, device=device, source_veto=veto),
+    detectors: list[Detector] = [NetworkDetector(load_detector(info.checkpoint, device=device, source_veto=veto,
+                                                               precision="float32"),
                                                  name=name + suffix, tile=None)
                                  for name, info in infos.items() for veto, suffix in vetoes]
     infos.update({name + suffix: info for name, info in list(infos.items()) for _, suffix in vetoes if suffix})

@@ -200,7 +200,7 @@ def evaluate_inpainting(real_root: str | Path | None, out: str | Path, simulated
     if not sets:
         raise ValueError("the inpainting benchmark needs --real DIR or simulated frames")
     methods = {**our_methods(), **peer_methods()}
-    detector = load_detector("default", device=device)
+    detector = load_detector("default", device=device, precision="float32")  # the float32 masks the results were made with
     lacosmic = LACosmicDetector()
     detectors = {"default": lambda s: detector.predict(s.image, statistics=s.scaling, saturation=s.frame.saturation,
                                                        return_logits=False).mask,

@@ -7,26 +7,25 @@ another inference backend plugs in.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from ..checkpoint import CheckpointInfo, unwrap_model
-from ..device import PRECISIONS, check_precision, resolve_device, resolve_precision, to_host
+from ..device import check_precision, detection_device, resolve_precision, to_host
 from ..errors import InputError
-from ..models import uses_group_norm
-from ..models.layers import fold_batch_norms
 from ..preprocessing import FrameStatistics, Preprocessing
 from ..validation import as_image, check_threshold
 from ..veto import DEFAULTS, VetoParameters
-from .backends import OpenVINONetwork, resolve_backend
+from .backends import make_network, resolve_backend
 from .result import DetectionResult
 from .stages import frame_scaling, prepare_frame, probability_and_mask, protect_saturated, veto_plane
 from .tiling import DEFAULT_BATCH_SIZE, DEFAULT_TILE, sliding_window_fitting_memory
+
+if TYPE_CHECKING:
+    from ..checkpoint import CheckpointInfo
 
 logger = logging.getLogger(__name__)
 
@@ -40,61 +39,94 @@ def veto_parameters(source_veto: bool | VetoParameters | None) -> VetoParameters
 
 
 class CRDetector:
-    """A CR model plus the preprocessing and threshold it was trained with.
+    """A CR network plus the preprocessing and threshold it was trained with.
 
-    Build one with :func:`crdetect.load_detector`. Methods take 2-D images in their own units.
+    Build one with :func:`crdetect.load_detector`. Methods take 2-D images in their own units. On a CPU every
+    stage runs in numpy around the network's runtime (no torch needed with OpenVINO); on a GPU in torch.
 
     Parameters
     ----------
-    model : nn.Module
-        Model mapping (N, 1, H, W) normalised images to logits.
+    model : torch.nn.Module or network runtime
+        A module mapping (N, 1, H, W) normalised images to logits, or a runtime of
+        :mod:`crdetect.inference.backends` (:class:`~crdetect.inference.backends.OpenVINONetwork`,
+        :class:`~crdetect.inference.backends.TorchNetwork`), which fixes device, precision and backend.
     preprocessing : Preprocessing
         How the model expects its input to be scaled.
     threshold : float
         Default probability threshold of :meth:`detect`.
-    device : str or torch.device
+    device : str
         ``"auto"``, ``"cpu"``, ``"cuda"``...
     name : str
         Human-readable model name, written into output headers.
     info : CheckpointInfo, optional
         Metadata of the checkpoint the model came from.
-    precision : {"float32", "bfloat16", "float16"}
+    precision : {"float32", "bfloat16", "float16", "int8", "auto"}
         Arithmetic of the network's convolutions (:func:`crdetect.device.check_precision`); float32 by default.
     source_veto : bool or VetoParameters
         Take flagged regions that look like stars out of the mask (:mod:`crdetect.veto`); on by default, with
         the default thresholds or the ones given.
     backend : {"torch", "openvino", "auto"}
-        The runtime of the network stage (:mod:`crdetect.inference.backends`): torch by default; ``"auto"`` picks
-        OpenVINO in float32 on a CPU without native bfloat16 when it is installed.
+        The runtime of a module's network stage (:mod:`crdetect.inference.backends`): torch by default.
+    threads : int, optional
+        OpenVINO's inference threads (torch's are set process-wide with ``torch.set_num_threads``).
     """
 
-    def __init__(self, model: nn.Module, preprocessing: Preprocessing | None = None, threshold: float = 0.5,
-                 device: str | torch.device = "auto", name: str | None = None, info: CheckpointInfo | None = None,
-                 precision: str = "float32", source_veto: bool | VetoParameters = True, backend: str = "torch") -> None:
-        self.device = resolve_device(device)
-        self.precision = check_precision(resolve_precision(precision, self.device), self.device)
-        self.backend = resolve_backend(backend, self.device, self.precision)
-        # a copy with BatchNorms folded into their convolutions (faster; the caller's module is untouched)
-        self.model = fold_batch_norms(copy.deepcopy(unwrap_model(model)).eval()).to(self.device)
-        # channels-last convolutions are markedly faster on CPUs (oneDNN; measured ~1.6x for the 3-16 U-Net on
-        # 1024 px tiles, benchmarks/bench_detect.py) and on CUDA without GroupNorm (the default network on a
-        # DECam CCD in float16 on an H200: 9 ms against 14 ms; issue #14), as in training
-        channels_last = self.device.type == "cpu" or (self.device.type == "cuda" and not uses_group_norm(self.model))
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+    def __init__(self, model, preprocessing: Preprocessing | None = None, threshold: float = 0.5,
+                 device: str = "auto", name: str | None = None, info: CheckpointInfo | None = None,
+                 precision: str = "float32", source_veto: bool | VetoParameters = True, backend: str = "torch",
+                 threads: int | None = None) -> None:
+        if callable(model) and hasattr(model, "backend") and hasattr(model, "pad_multiple"):
+            self.runtime = model  # a runtime already built: it knows its device and arithmetic
+            self.device = str(getattr(model, "device", "cpu"))
+        else:
+            self.device = detection_device(device)
+            precision = check_precision(resolve_precision(precision, self.device, backend), self.device)
+            backend = resolve_backend(backend, self.device, precision, network_file=False)
+            try:
+                self.runtime = make_network(model, self.device, precision, backend, threads)
+            except InputError:
+                raise
+            except Exception as err:  # an operator OpenVINO cannot convert: torch runs the network
+                if backend != "openvino":
+                    raise
+                logger.warning("OpenVINO cannot compile %s (%s); running it in torch", name or "the network", err)
+                self.runtime = make_network(model, self.device, precision, "torch")
         self.preprocessing = preprocessing or Preprocessing()
         self.threshold = float(threshold)
         self.veto = veto_parameters(source_veto)
-        self.name = name or getattr(self.model, "model_name", type(self.model).__name__)
+        module = self.network
+        self.name = name or getattr(module, "model_name", type(module).__name__ if module is not None else "network")
         self.info = info
-        self.network = self.model  # the eager module (attributes; ``self.model`` may be compiled)
-        self.runtime = None
-        if self.backend == "openvino":
-            try:
-                self.runtime = OpenVINONetwork(self.network)
-            except Exception as err:  # an operator OpenVINO cannot convert: torch runs the network
-                logger.warning("OpenVINO cannot compile %s (%s); running it in torch", self.name, err)
-                self.backend = "torch"
+
+    @property
+    def backend(self) -> str:
+        """The network's runtime: ``"openvino"`` or ``"torch"`` (the output header's ``CRBACKND``)."""
+        return self.runtime.backend
+
+    @property
+    def precision(self) -> str:
+        """The network's arithmetic: ``"float32"``, ``"int8"``, ``"bfloat16"`` or ``"float16"`` (``CRPRECIS``)."""
+        return self.runtime.precision
+
+    @property
+    def network(self):
+        """The eager torch module (None for a network file run by OpenVINO)."""
+        return getattr(self.runtime, "network", None)
+
+    @property
+    def model(self):
+        """The torch module that runs (compiled, when :meth:`compile` was called); None without torch's runtime."""
+        return getattr(self.runtime, "model", None)
+
+    @property
+    def memory_format(self):
+        """torch's memory format of the network's input (torch's runtime only)."""
+        return self.runtime.memory_format
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the stages run in numpy on the host (a CPU), rather than in torch on a GPU."""
+        return self.device.startswith("cpu")
 
     @property
     def source_veto(self) -> bool:
@@ -106,27 +138,29 @@ class CRDetector:
         self.veto = veto_parameters(value)
 
     def compile(self) -> CRDetector:
-        """Run the network through ``torch.compile`` (returns ``self``).
+        """Run the network through ``torch.compile`` (returns ``self``; torch's runtime only).
 
         Measured on 2 CPU cores, DECam CCD 2048 x 4096 (results/bench_detect.txt): 0.94-1.03x the eager
-        time per frame once BatchNorms are folded (:func:`fold_batch_norms`; before folding it was 0.8x),
-        after a one-off compilation of 2-16 s per process and tile shape; logits equal to 1e-5. Kept for
-        GPUs and CPUs where it measurably helps (``benchmarks/bench_detect.py --compile``).
+        time per frame once BatchNorms are folded (:func:`~crdetect.models.layers.fold_batch_norms`; before folding
+        it was 0.8x), after a one-off compilation of 2-16 s per process and tile shape; logits equal to 1e-5. Kept
+        for GPUs and CPUs where it measurably helps (``benchmarks/bench_detect.py --compile``).
         """
-        self.model = torch.compile(self.network, dynamic=False)
+        if self.backend != "torch":
+            raise InputError("--compile is torch's (torch.compile); use --backend torch with it")
+        self.runtime.compile()
         return self
 
     def __repr__(self) -> str:
-        return (f"CRDetector(name={self.name!r}, threshold={self.threshold}, device={str(self.device)!r}, "
+        return (f"CRDetector(name={self.name!r}, threshold={self.threshold}, device={self.device!r}, "
                 f"precision={self.precision!r}, backend={self.backend!r}, source_veto={self.source_veto})")
 
     @property
     def pad_multiple(self) -> int:
-        return int(getattr(self.network, "pad_multiple", 1))
+        return int(self.runtime.pad_multiple)
 
     @property
     def context_margin(self) -> int:
-        return int(getattr(self.network, "context_margin", 32))
+        return int(self.runtime.context_margin)
 
     def margin(self, overlap: int | None = None) -> int:
         """Context margin of a tile in pixels (``overlap``, or the model's), rounded up to the pooling multiple."""
@@ -184,11 +218,11 @@ class CRDetector:
                                        return_logits=return_logits, source_veto=source_veto)
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         veto = self.veto if source_veto is None else veto_parameters(source_veto)
-        with torch.inference_mode():
+        with self._stage_context():
             frame = prepare_frame(image, mask, self.device)
             stats, levelled = frame_scaling(frame.pixels, statistics)
-            normalised = self.preprocessing.normalise_batch(levelled[None, None], stats.sky, stats.sigma)[0, 0]
-            logits = sliding_window_fitting_memory(self._run, normalised, tile, self.margin(overlap),
+            normalised = self._normalise(levelled, stats)
+            logits = sliding_window_fitting_memory(self.runtime, normalised, tile, self.margin(overlap),
                                                    self.pad_multiple, batch_size)
             del normalised
             protected = protect_saturated(frame.pixels, saturation, stats)
@@ -244,14 +278,20 @@ class CRDetector:
         """Boolean CR mask (shape of ``image``); see :meth:`predict` for the parameters."""
         return self.predict(image, threshold=threshold, mask=mask, **kwargs).mask
 
-    @torch.inference_mode()
-    def _run(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits (N, H, W) of normalised tiles (N, H, W) on the model's device: the network stage, the one place
-        an inference backend runs."""
-        if self.runtime is not None:
-            return self.runtime(batch)
-        x = batch[:, None].contiguous(memory_format=self.memory_format)
-        dtype = PRECISIONS[self.precision]
-        # autocast keeps normalisations and reductions in float32; only convolutions and matmuls drop
-        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            return self.model(x).float()[:, 0]
+    def _stage_context(self):
+        """torch's inference mode around the stages on a GPU; nothing on the host (numpy)."""
+        if self.on_host:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.inference_mode()
+
+    def _normalise(self, levelled, stats: FrameStatistics):
+        """The frame scaled as the network expects (numpy on the host, torch on a GPU)."""
+        if isinstance(levelled, np.ndarray):
+            return self.preprocessing.normalise(levelled, stats)
+        return self.preprocessing.normalise_batch(levelled[None, None], stats.sky, stats.sigma)[0, 0]
+
+    def _run(self, batch):
+        """Logits (N, H, W) of normalised tiles (N, H, W): the network stage, the one place a runtime runs."""
+        return self.runtime(batch)

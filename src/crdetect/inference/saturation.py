@@ -4,15 +4,20 @@ or read off flat plateaus at the top of the frame) and the connected regions at 
 The frame-wide steps have a numpy and a torch form: on a CPU the numpy one runs (torch's CPU kernels are
 slower for these selections; the same memory, no copy), on a GPU the torch one (only the few thousand
 candidate pixels come to the host). :func:`plateau_saturation_torch` and :func:`saturated_regions_torch` are
-the single dispatch points; ``tests/test_device_path.py`` checks that both forms give the same result.
+the single dispatch points (an array goes to the numpy form, a tensor in CPU memory too);
+``tests/test_device_path.py`` checks that both forms give the same result. torch is imported only for tensors.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..preprocessing import FrameStatistics, frame_statistics
+
+if TYPE_CHECKING:
+    import torch
 
 #: Pixels within this many times the frame's noise below the saturation level count as saturated.
 SATURATION_NOISE_SIGMA = 3.0
@@ -136,6 +141,8 @@ def plateau_saturation_torch(image: torch.Tensor, statistics: FrameStatistics, t
     neighbours) on the device; the few thousand candidates are finished on the CPU. Same result. A tensor in
     CPU memory goes to the numpy function (no copy; torch's CPU kernels are slower for these selections)."""
 
+    if isinstance(image, np.ndarray):
+        return plateau_saturation(image, tolerance, min_pixels, statistics, min_snr)
     if image.device.type == "cpu":
         return plateau_saturation(image.numpy(), tolerance, min_pixels, statistics, min_snr)
     return _plateau_saturation_in_torch(image, statistics, tolerance, min_pixels, min_snr)
@@ -143,6 +150,7 @@ def plateau_saturation_torch(image: torch.Tensor, statistics: FrameStatistics, t
 
 def _plateau_saturation_in_torch(image: torch.Tensor, statistics: FrameStatistics, tolerance: float,
                                  min_pixels: int, min_snr: float) -> float | None:
+    import torch
 
     finite = torch.isfinite(image)
     peak = float(torch.where(finite, image, -torch.inf).max())
@@ -174,12 +182,18 @@ def saturated_regions_torch(image: torch.Tensor, saturation: float | None, min_p
     """:func:`saturated_regions` for a 2-D tensor on any device: pixels at or above ``saturation`` are found and
     the kept regions grown by 1 px (max-pooling) on the device; only the bounding box of the saturated pixels
     is labelled, on the CPU. Same result; a tensor in CPU memory goes to the numpy function (no copy)."""
+    if isinstance(image, np.ndarray):
+        return saturated_regions(image, saturation, min_pixels)
+    import torch
+
     if image.device.type == "cpu":
         return torch.from_numpy(saturated_regions(image.numpy(), saturation, min_pixels))
     return _saturated_regions_in_torch(image, saturation, min_pixels)
 
 
 def _saturated_regions_in_torch(image: torch.Tensor, saturation: float | None, min_pixels: int) -> torch.Tensor:
+    import torch
+
     protected = torch.zeros(image.shape, dtype=torch.bool, device=image.device)
     if saturation is None:
         return protected

@@ -1,11 +1,14 @@
 """The network over a frame of any size: whole, or in exact overlapping tiles (a sliding window in the manner of
-MONAI's ``sliding_window_inference``), retried with smaller batches and tiles when the device runs out of memory.
+MONAI's ``sliding_window_inference``), retried with smaller batches and tiles when a GPU runs out of memory.
 
 Tiling is exact for local models (convolutional nets with BatchNorm): the frame is reflect-padded once to the
 model's pooling multiple, tiles start on that multiple, each tile contributes only pixels at least ``margin``
 from its inner edges, and overlapping contributions are averaged, so the tiled result equals the whole-frame
 result. Peers tile without overlap (seams, deepCR) or crop the frame to a multiple of 16 (lost edges,
 Cosmic-CoNN); neither happens here.
+
+Frames are numpy arrays on the host (any runtime on the CPU) or torch tensors on a GPU; the window is the same
+code for both, and torch is imported only for tensors.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from ..errors import InputError
-from ..models.layers import pad_to_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,48 @@ def _core_window(origin: int, tile: int, length: int, margin: int) -> tuple[int,
     return start, stop
 
 
-def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int | None,
-                   margin: int, multiple: int, batch_size: int) -> torch.Tensor:
-    """``network``'s output (logits) for a 2-D ``image`` on its device, whole or in tiles.
+def pad_frame(image, multiple: int):
+    """A 2-D array or tensor padded at its bottom and right to a multiple of ``multiple``, as the networks pad a
+    whole frame themselves (:func:`crdetect.models.layers.pad_to_multiple`): reflected, or the edge repeated where
+    the frame is too small to reflect."""
+    height, width = image.shape
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if not (pad_h or pad_w):
+        return image
+    reflect = pad_h < height and pad_w < width
+    if isinstance(image, np.ndarray):
+        return np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect" if reflect else "edge")
+    import torch.nn.functional as F
+
+    return F.pad(image[None, None], (0, pad_w, 0, pad_h), mode="reflect" if reflect else "replicate")[0, 0]
+
+
+def _zeros(shape: tuple[int, int], dtype: str, like):
+    """Zeros of ``dtype`` (``"float32"`` or ``"uint8"``) beside ``like`` (its library and device)."""
+    if isinstance(like, np.ndarray):
+        return np.zeros(shape, dtype)
+    import torch
+
+    return torch.zeros(shape, dtype=getattr(torch, dtype), device=like.device)
+
+
+def _stack(tiles: list):
+    if isinstance(tiles[0], np.ndarray):
+        return np.stack(tiles)
+    import torch
+
+    return torch.stack(tiles)
+
+
+def sliding_window(network: Callable, image, tile: int | None, margin: int, multiple: int, batch_size: int):
+    """``network``'s output (logits) for a 2-D ``image``, whole or in tiles, in the image's library and device.
 
     Parameters
     ----------
     network : callable
-        Maps a batch of tiles (N, H, W) to outputs of the same shape.
-    image : torch.Tensor
-        The normalised frame (2-D).
+        Maps a batch of tiles (N, H, W) to outputs of the same shape (arrays for arrays, tensors for tensors).
+    image : ndarray or torch.Tensor
+        The normalised frame (2-D, float32).
     tile : int or None
         Tile side (rounded up to ``multiple``); None runs the whole padded frame at once.
     margin : int
@@ -83,10 +116,10 @@ def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], image: torch
     height, width = image.shape
     # Pad once for the whole frame, exactly as the model pads a whole frame itself, so tiles see the same
     # pixels (and the same pooling grid) as a whole-frame pass.
-    padded = pad_to_multiple(image[None, None], multiple)[0][0, 0]
+    padded = pad_frame(image, multiple)
     pad_h, pad_w = padded.shape
     if tile is None or (pad_h <= tile and pad_w <= tile):
-        return network(padded[None])[0, :height, :width].contiguous()
+        return network(padded[None])[0, :height, :width]
     tile = int(np.ceil(tile / multiple) * multiple)
     if tile <= 2 * margin:
         raise InputError(f"tile ({tile}) must be larger than twice the overlap ({margin}); "
@@ -94,13 +127,13 @@ def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], image: torch
     tile_h = min(balanced_tile(pad_h, tile, margin, multiple), pad_h)
     tile_w = min(balanced_tile(pad_w, tile, margin, multiple), pad_w)
     windows = [(y, x) for y in tile_origins(pad_h, tile_h, margin) for x in tile_origins(pad_w, tile_w, margin)]
-    total = torch.zeros((pad_h, pad_w), dtype=torch.float32, device=image.device)
+    total = _zeros((pad_h, pad_w), "float32", image)
     # how many tile cores cover each pixel (1, or 2-4 where the last tile of a row or column is shifted back):
     # uint8 counts, a quarter of the memory of a float weight map
-    count = torch.zeros((pad_h, pad_w), dtype=torch.uint8, device=image.device)
+    count = _zeros((pad_h, pad_w), "uint8", image)
     for start in range(0, len(windows), batch_size):
         chunk = windows[start:start + batch_size]
-        batch = torch.stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
+        batch = _stack([padded[y:y + tile_h, x:x + tile_w] for y, x in chunk])
         for (y, x), logit in zip(chunk, network(batch)):
             y0, y1 = _core_window(y, tile_h, pad_h, margin)
             x0, x1 = _core_window(x, tile_w, pad_w, margin)
@@ -108,19 +141,22 @@ def sliding_window(network: Callable[[torch.Tensor], torch.Tensor], image: torch
             count[y + y0:y + y1, x + x0:x + x1] += 1
     del padded
     total /= count
-    return total[:height, :width].contiguous()
+    return total[:height, :width]
 
 
-def sliding_window_fitting_memory(network, image: torch.Tensor, tile: int | None, margin: int, multiple: int,
-                                  batch_size: int) -> torch.Tensor:
-    """:func:`sliding_window`, retried with half the batch, then half the tile, when the device runs out of memory.
+def sliding_window_fitting_memory(network, image, tile: int | None, margin: int, multiple: int, batch_size: int):
+    """:func:`sliding_window`, retried with half the batch, then half the tile, when a GPU runs out of memory.
 
     Large tiles are fastest on a GPU but their memory grows with the tile's area; rather than fail on a smaller
-    GPU, fall back (tiling is exact, so the result does not change).
+    GPU, fall back (tiling is exact, so the result does not change). Arrays on the host go straight through.
     """
+    if isinstance(image, np.ndarray):
+        return np.ascontiguousarray(sliding_window(network, image, tile, margin, multiple, batch_size))
+    import torch
+
     while True:
         try:
-            return sliding_window(network, image, tile, margin, multiple, batch_size)
+            return sliding_window(network, image, tile, margin, multiple, batch_size).contiguous()
         except torch.OutOfMemoryError:
             if image.device.type == "cuda":
                 torch.cuda.empty_cache()
