@@ -92,6 +92,8 @@ def _profile(frame, dim: int) -> np.ndarray:
     stride = max(1, frame.shape[dim] // PROFILE_SAMPLES)
     sample = frame[::stride] if dim == 0 else frame[:, ::stride]
     if isinstance(sample, np.ndarray):
+        if not np.isnan(sample).any():  # nanmedian goes through masked arrays for short axes: 5x slower
+            return np.median(sample, axis=dim).astype(np.float64)
         import warnings
 
         with warnings.catch_warnings():  # a wholly masked column has no median: NaN, which profile_steps skips
