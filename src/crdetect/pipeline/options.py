@@ -28,14 +28,14 @@ class DetectOptions:
     sky: float | None = None  # ADU above bias; estimated from the frame if omitted
     noise_from_header: bool = False  # take gain and read noise from the header (GAIN, RDNOISE, ...)
     compile: bool = False  # torch.compile the network (pays off over many frames)
-    precision: str = "auto"  # bfloat16 on CPUs with native bfloat16, else float32; or name one
+    precision: str = "auto"  # int8 on a CPU for default and fast, float32 for other models, float16 on a GPU
     mask_only: bool = False  # write only the crdetect extensions, not a copy of the input's HDUs
     file_masks: bool = True  # use a file's own bad-pixel/DQ plane as the input mask of its science image
     bad_pixel_mask: str | None = None  # a separate FITS mask (non-zero = bad) for every input
     grow: int = 0  # grow the CR mask by this many pixels
     encoders: int | None = None  # threads compressing outputs (None: several beside a GPU, none on a CPU)
     source_veto: bool = True  # take flagged regions that look like stars out of the mask (crdetect.veto)
-    backend: str = "auto"  # the network's runtime: torch, or OpenVINO on CPUs without bfloat16 where installed
+    backend: str = "auto"  # the network's runtime: OpenVINO on a CPU for the shipped models, else torch
 
 
 def hdu_suffix(hdu: str | int | None) -> str:
