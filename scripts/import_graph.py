@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "crdetect"
 
 #: Layers, lowest first: a module may import its own layer and the ones below, never above.
 LAYERS = [
-    ["errors", "atomic", "validation", "_optional"],
+    ["errors", "atomic", "validation", "_optional", "background"],
     ["frame", "preprocessing", "steps", "models", "checkpoint", "pretrained", "io", "metrics", "losses", "masks",
      "device"],
     ["inference", "veto", "cleaning"],

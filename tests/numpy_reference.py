@@ -14,10 +14,11 @@ from scipy import ndimage
 from torch.utils.data import Dataset
 
 from crdetect._optional import require
+from crdetect.background import _BACKGROUND_BLOCK, _reflect_indices
 from crdetect.data.inject import add_hits, log_uniform
 from crdetect.inference.tiling import _core_window, balanced_tile, tile_origins
 from crdetect.models.layers import pad_to_multiple
-from crdetect.preprocessing import _BACKGROUND_BLOCK, FrameStatistics, Preprocessing, _reflect_indices
+from crdetect.preprocessing import FrameStatistics, Preprocessing
 
 
 def add_light(image: np.ndarray, rng: np.random.Generator, adu: np.ndarray, gain: float) -> np.ndarray:

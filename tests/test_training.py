@@ -256,3 +256,47 @@ def test_plateau_divisions_of_the_learning_rate_stop_at_min_lr(tmp_path):
     assert run.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
     with pytest.raises(ValueError, match="min_lr"):
         TrainConfig(lr=1e-3, min_lr=1e-2)
+
+
+def test_patches_of_any_size_up_to_1024_and_training_on_large_crops(tmp_path):
+    """Issue #25: frames cut into larger patches than the study's 256 px (Cosmic-CoNN trains on 1024 x 1024), and
+    training on crops of that size; a crop larger than the patches is a clear error."""
+    import json
+
+    import h5py
+
+    from crdetect import InputError
+
+    data = tmp_path / "data512"
+    counts = build_benchmark(data, "ci", seed=4, progress=False, patch=512)
+    assert counts == {"train": 4, "val": 0, "test": 4}  # one 512 px patch per 512 px frame, four bands
+    with h5py.File(data / "test.h5") as f:
+        assert f["image"].shape[1:] == (512, 512) and f["weight"].shape[1:] == (512, 512)
+    assert json.loads((data / "meta.json").read_text())["patch"] == 512
+    for bad in (100, 2048):
+        with pytest.raises(InputError, match="multiple of 16 from 64 to 1024"):
+            build_benchmark(tmp_path / "bad", "ci", progress=False, patch=bad)
+    with pytest.raises(InputError, match="larger than the ci preset's frames"):
+        build_benchmark(tmp_path / "bad", "ci", progress=False, patch=1024)
+    config = TrainConfig(model="cosmic_conn", model_kwargs={"base_channels": 8}, data=str(data), epochs=1,
+                         batch_size=1, crop=512, device="cpu", loss="median_weighted", max_val_patches=1)
+    (data / "val.h5").unlink()
+    (data / "test.h5").rename(data / "val.h5")
+    assert train(config, tmp_path / "run", progress=False)["train_loss"] > 0
+    config.crop = 768
+    with pytest.raises(InputError, match=r"--crop 768 is larger than the patches .* crdetect simulate --patch 768"):
+        train(config, tmp_path / "run2", progress=False)
+
+
+def test_the_study_config_has_opt_in_groupnorm_transunet_rows():
+    from crdetect.models import create_model
+    from crdetect.training.study import load_study, select_rows
+
+    study = load_study()
+    names = [f"tunet_{k}_gn" for k in (2, 3, 4, 5, 6, 9)]
+    assert not set(names) & {r.name for r in select_rows(study, None)}  # opt-in, like the median-weighted row
+    for row in select_rows(study, names):
+        assert row.config.model_kwargs == {"norm": "group"}
+        network = create_model(row.config.model, **row.config.model_kwargs)
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in network.modules())
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())

@@ -22,7 +22,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     needs_torch("simulate")
     from ..data.simulate import build_benchmark, plan
 
-    print(plan(args.preset))
+    print(plan(args.preset, args.patch))
     if args.dry_run:
         return 0
     if args.out is None:
@@ -46,7 +46,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise CRDetectError(f"--kinds: {err}; write e.g. --kinds elongated=0.15,trailed_sharp=0.15") from None
     counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet,
-                             jobs=args.jobs)
+                             jobs=args.jobs, patch=args.patch)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -170,7 +170,8 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.training_set:
         from ..data.consecutive import write_training_set
 
-        counts = write_training_set([s.data for s in sciences], labels, gain, read_noise, args.training_set)
+        counts = write_training_set([s.data for s in sciences], labels, gain, read_noise, args.training_set,
+                                    patch=args.patch)
         print(f"wrote {args.training_set}: train {counts['train']}, val {counts['val']} patches with weight maps "
               f"(crdetect train --data {args.training_set} [--loss median_weighted])")
     return 0
@@ -194,6 +195,9 @@ def add_parsers(subcommand) -> None:
                                "moving, undersampled, donut); the rest sidereal. Default: none (the benchmark)")
     simulate.add_argument("--jobs", type=positive_int, default=1,
                           help="frames made in this many processes (the files are the same for any number)")
+    simulate.add_argument("--patch", type=positive_int, default=None, metavar="PX",
+                          help="cut the frames into PX x PX patches (a multiple of 16 up to 1024; default the "
+                               "study's 256) to train on larger crops, as Cosmic-CoNN trains on 1024 x 1024")
     simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")
     simulate.set_defaults(func=cmd_simulate)
 
@@ -278,8 +282,10 @@ def add_parsers(subcommand) -> None:
     label.add_argument("--read-noise", type=float, default=None, help="e- (default: header RDNOISE)")
     label.add_argument("--overwrite", action="store_true")
     label.add_argument("--training-set", default=None, metavar="DIR",
-                       help="also cut the labelled exposures into 256 x 256 training patches (train.h5, val.h5 "
-                            "with the median weight map) for `crdetect train --data DIR`")
+                       help="also cut the labelled exposures into training patches (train.h5, val.h5 with the "
+                            "median weight map) for `crdetect train --data DIR`")
+    label.add_argument("--patch", type=positive_int, default=256, metavar="PX",
+                       help="side of the --training-set patches (a multiple of 16 up to 1024; default 256)")
     label.set_defaults(func=cmd_label)
 
     evaluate = subcommand("evaluate", help="score runs and baselines on the same test set and real frames")

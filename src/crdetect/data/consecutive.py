@@ -125,8 +125,9 @@ def write_training_set(images: list[np.ndarray], labels: StackLabels, gain: floa
     from pathlib import Path
 
     from .augment import WEIGHT_SCALE
-    from .patches import PatchWriter
+    from .patches import PatchWriter, check_patch
 
+    check_patch(patch)
     height, width = labels.median.shape
     if height < patch or width < patch:
         raise InputError(f"the exposures ({height} x {width} px) are smaller than one {patch} x {patch} patch")
@@ -134,7 +135,7 @@ def write_training_set(images: list[np.ndarray], labels: StackLabels, gain: floa
     out.mkdir(parents=True, exist_ok=True)
     origins = [(y, x) for y in range(0, height - patch + 1, patch) for x in range(0, width - patch + 1, patch)]
     weight = np.round(np.clip(labels.weight, 0, 1) * WEIGHT_SCALE).astype(np.uint8)
-    writers = {name: PatchWriter(out / f"{name}.h5", 0) for name in ("train", "val")}
+    writers = {name: PatchWriter(out / f"{name}.h5", 0, patch) for name in ("train", "val")}
     counter = 0
     try:
         for frame_id, (image, frame) in enumerate(zip(images, labels.frames)):

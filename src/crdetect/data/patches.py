@@ -9,8 +9,26 @@ import numpy as np
 
 from .._optional import require
 
-#: Side of a training patch in pixels (the study's 256 x 256).
+#: Side of a training patch in pixels by default (the study's 256 x 256; Cosmic-CoNN trains on 1024 x 1024).
 PATCH = 256
+#: The largest patch side a benchmark or training set may be cut into.
+MAX_PATCH = 1024
+
+
+def check_patch(patch: int) -> int:
+    """A patch side: a whole number of pixels from 64 to :data:`MAX_PATCH`, a multiple of 16 (every network's
+    pooling multiple divides it, so a patch is never padded); returns it.
+
+    Raises
+    ------
+    InputError
+        Another number.
+    """
+    from ..errors import InputError
+
+    if not (isinstance(patch, (int, np.integer)) and 64 <= patch <= MAX_PATCH and patch % 16 == 0):
+        raise InputError(f"patch size must be a multiple of 16 from 64 to {MAX_PATCH} px, got {patch!r}")
+    return int(patch)
 
 
 class PatchWriter:
@@ -19,20 +37,21 @@ class PatchWriter:
     META = ("band", "kind", "exposure_s", "seeing_arcsec", "gain", "read_noise", "sky_adu", "frame_sky", "frame_sigma",
             "frame_id", "y0", "x0")
 
-    def __init__(self, path: Path, expected: int) -> None:
+    def __init__(self, path: Path, expected: int, patch: int = PATCH) -> None:
         h5py = require("h5py", "train", "reading and writing benchmark patches (HDF5)")
 
+        check_patch(patch)
         self.file = h5py.File(path, "w")
-        chunk = (1, PATCH, PATCH)
-        self.image = self.file.create_dataset("image", (0, PATCH, PATCH), "f4", maxshape=(None, PATCH, PATCH),
-                                              chunks=chunk, compression="gzip", compression_opts=1, shuffle=True)
-        self.mask = self.file.create_dataset("mask", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
-                                             chunks=chunk, compression="gzip", compression_opts=1)
-        self.ignore = self.file.create_dataset("ignore", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
-                                               chunks=chunk, compression="gzip", compression_opts=1)
+        chunk, shape, most = (1, patch, patch), (0, patch, patch), (None, patch, patch)
+        self.image = self.file.create_dataset("image", shape, "f4", maxshape=most, chunks=chunk, compression="gzip",
+                                              compression_opts=1, shuffle=True)
+        self.mask = self.file.create_dataset("mask", shape, "u1", maxshape=most, chunks=chunk, compression="gzip",
+                                             compression_opts=1)
+        self.ignore = self.file.create_dataset("ignore", shape, "u1", maxshape=most, chunks=chunk, compression="gzip",
+                                               compression_opts=1)
         # Cosmic-CoNN's median weight (alpha = 0) as uint8 / 255, for the median-weighted loss
-        self.weight = self.file.create_dataset("weight", (0, PATCH, PATCH), "u1", maxshape=(None, PATCH, PATCH),
-                                               chunks=chunk, compression="gzip", compression_opts=1)
+        self.weight = self.file.create_dataset("weight", shape, "u1", maxshape=most, chunks=chunk, compression="gzip",
+                                               compression_opts=1)
         self.meta = {k: [] for k in self.META}
         self.n = 0
 

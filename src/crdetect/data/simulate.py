@@ -28,12 +28,11 @@ from .augment import WEIGHT_SCALE
 from .consecutive import median_weight_numpy
 from .inject import CRLibrary, add_stamp, inject_crs, load_cr_library
 from .patches import PATCH, PatchWriter
+from .presets import BANDS, PRESETS, Preset, plan, preset_with_patch  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 PIXEL_SCALE = 0.263  # arcsec / px (DECam)
-#: Dark-sky brightness (AB mag / arcsec^2) and the AB magnitude giving 1 e-/s, per DECam band.
-BANDS = {"g": (22.0, 26.5), "r": (21.1, 26.7), "i": (20.1, 26.6), "z": (18.7, 26.3)}
 
 
 @dataclass(frozen=True)
@@ -331,43 +330,6 @@ def simulate_frame(rng: np.random.Generator, config: SimulationConfig, band: str
     return expose(render_scene(rng, config, band), rng, config, library)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """How many frames per band go into train/val and test, and the frame size."""
-
-    trainval_frames_per_band: int
-    test_frames_per_band: int
-    frame_shape: tuple[int, int] = (4096, 2048)
-    val_fraction: float = 0.1
-
-    @property
-    def patches_per_frame(self) -> int:
-        return (self.frame_shape[0] // PATCH) * (self.frame_shape[1] // PATCH)
-
-    def counts(self) -> dict[str, int]:
-        trainval = self.trainval_frames_per_band * len(BANDS) * self.patches_per_frame
-        n_val = int(round(trainval * self.val_fraction))
-        return {"train": trainval - n_val, "val": n_val,
-                "test": self.test_frames_per_band * len(BANDS) * self.patches_per_frame}
-
-
-PRESETS = {
-    "paper": Preset(50, 14),
-    "small": Preset(6, 1),
-    "ci": Preset(1, 1, frame_shape=(512, 512)),
-}
-
-
-def plan(preset: str) -> str:
-    """Human-readable plan of a preset (what ``--dry-run`` prints)."""
-    p = PRESETS[preset]
-    c = p.counts()
-    return (f"preset {preset}: frames {p.frame_shape[0]}x{p.frame_shape[1]} px, {p.patches_per_frame} patches of "
-            f"{PATCH}x{PATCH} per frame, bands {','.join(BANDS)}; {p.trainval_frames_per_band} train/val and "
-            f"{p.test_frames_per_band} test frames per band -> {c['train']} train, {c['val']} validation, "
-            f"{c['test']} test patches")
-
-
 def _frame_jobs(preset: Preset) -> list[tuple[str, int, str]]:
     jobs = []
     for split, per_band in (("trainval", preset.trainval_frames_per_band), ("test", preset.test_frames_per_band)):
@@ -384,7 +346,8 @@ def _footprint_pools() -> dict:
     return {"trainval": library.pool("train"), "test": library.pool("test")}
 
 
-def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_shape: tuple[int, int]):
+def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_shape: tuple[int, int],
+                      patch: int = PATCH):
     """One frame of a preset, cut into patches: (images, masks, ignores, meta). Its random stream derives
     from ``(seed, split, band, index)`` only, so frames can be made in any process, in any order."""
     split, index, band = job
@@ -399,11 +362,11 @@ def _simulate_patches(job: tuple, seed: int, config: SimulationConfig, frame_sha
     rng = np.random.default_rng(stream)
     frame = simulate_frame(rng, config, band, _footprint_pools()[split])
     stats = frame_statistics(frame.image)
-    ny, nx = frame_shape[0] // PATCH, frame_shape[1] // PATCH
-    origins = [(iy * PATCH, ix * PATCH) for iy in range(ny) for ix in range(nx)]
+    ny, nx = frame_shape[0] // patch, frame_shape[1] // patch
+    origins = [(iy * patch, ix * patch) for iy in range(ny) for ix in range(nx)]
 
     def cut(array: np.ndarray) -> np.ndarray:
-        return np.stack([array[y:y + PATCH, x:x + PATCH] for y, x in origins])
+        return np.stack([array[y:y + patch, x:x + patch] for y, x in origins])
 
     meta = {"band": band, "kind": kind, "exposure_s": frame.exposure_s, "seeing_arcsec": frame.seeing_arcsec,
             "gain": frame.gain, "read_noise": frame.read_noise, "sky_adu": frame.sky_adu,
@@ -442,14 +405,15 @@ def _in_order(function, jobs: list, processes: int) -> Iterator:
 
 
 def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, config: SimulationConfig | None = None,
-                    progress: bool = True, jobs: int = 1) -> dict[str, int]:
+                    progress: bool = True, jobs: int = 1, patch: int | None = None) -> dict[str, int]:
     """Simulate a preset's frames and write ``train.h5``, ``val.h5``, ``test.h5`` and ``meta.json``.
 
     Deterministic for a given seed: every frame has its own random stream derived from
     ``(seed, split, band, index)``. Train/val frames use the train footprint pool, test frames the
     disjoint test pool. With ``jobs`` > 1 frames are made in that many processes and written in the
-    same order, so the files hold the same patches for any ``jobs``. Returns the number of patches per
-    split.
+    same order, so the files hold the same patches for any ``jobs``. ``patch`` cuts the frames into patches of
+    that side instead of the preset's (up to 1024 px, for training on large crops as Cosmic-CoNN does; a
+    1024 px float32 patch is 4 MB, 6 MB with its planes). Returns the number of patches per split.
     """
     from tqdm import tqdm
 
@@ -457,20 +421,20 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    p = PRESETS[preset]
+    p = preset_with_patch(preset, patch)
     config = replace(config or SimulationConfig(), detector=replace((config or SimulationConfig()).detector,
                                                                     shape=p.frame_shape))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     counts = p.counts()
-    writers = {s: PatchWriter(out / f"{s}.h5", counts[s]) for s in ("train", "val", "test")}
+    writers = {s: PatchWriter(out / f"{s}.h5", counts[s], p.patch) for s in ("train", "val", "test")}
     # exactly counts["val"] of the train/val patches, drawn at random over all frames, go to validation
     n_trainval = counts["train"] + counts["val"]
     val_ids = np.zeros(n_trainval, bool)
     val_ids[np.random.default_rng([seed, 99]).choice(n_trainval, counts["val"], replace=False)] = True
     trainval_seen = 0
     frame_jobs = _frame_jobs(p)
-    make = functools.partial(_simulate_patches, seed=seed, config=config, frame_shape=p.frame_shape)
+    make = functools.partial(_simulate_patches, seed=seed, config=config, frame_shape=p.frame_shape, patch=p.patch)
     try:
         frames = _in_order(make, frame_jobs, jobs)
         for frame_id, ((split, _, _), (images, masks, ignores, weights, meta)) in enumerate(
@@ -491,7 +455,7 @@ def build_benchmark(out_dir: str | Path, preset: str = "small", seed: int = 0, c
     made = {s: w.n for s, w in writers.items()}
     (out / "meta.json").write_text(json.dumps({
         "generator": "crdetect.data.simulate", "crdetect_version": __version__, "preset": preset, "seed": seed,
-        "patch": PATCH, "counts": made, "config": asdict(config),
+        "patch": p.patch, "counts": made, "config": asdict(config),
         "cr_library": "imSim cosmic_rays_itl_2017 (train pool: ids not divisible by 10; test pool: the rest)",
         "label": f"injected charge >= {config.label_nsigma} x pixel noise, not saturated, not ignored",
     }, indent=2))

@@ -78,6 +78,12 @@ class TrainingData:
         self.config, self.device = config, device
         self.train = PatchSplit.load(data / "train.h5", device, config.max_train_patches, config.seed, need_weight)
         self.val = PatchSplit.load(data / "val.h5", device, config.max_val_patches, config.seed, need_weight)
+        side = int(self.train.image.shape[-1])
+        if config.crop and config.crop > side:
+            from ..errors import InputError
+
+            raise InputError(f"--crop {config.crop} is larger than the patches of {data} ({side} x {side} px); cut "
+                             f"the frames into larger ones: crdetect simulate --patch {config.crop} (up to 1024)")
         self.augmenter = BatchAugmenter(augment_settings(config), preprocessing, device)
 
     def train_batches(self, epoch: int, rank: int = 0, world: int = 1):
