@@ -165,8 +165,9 @@ def test_compiled_detector_gives_the_eager_logits():
     from crdetect import load_detector
 
     image = np.random.default_rng(0).normal(100, 5, (300, 200)).astype(np.float32)
-    eager = load_detector("fast", device="cpu")
-    compiled = load_detector("fast", device="cpu", compile=True)
+    eager = load_detector("fast", device="cpu", backend="torch", precision="float32")
+    compiled = load_detector("fast", device="cpu", compile=True, precision="float32")
+    assert compiled.backend == "torch"  # torch.compile is torch's
     assert compiled.pad_multiple == eager.pad_multiple and compiled.context_margin == eager.context_margin
     np.testing.assert_allclose(compiled.predict(image, tile=None).logits, eager.predict(image, tile=None).logits,
                                atol=1e-4)

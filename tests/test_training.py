@@ -130,6 +130,27 @@ def test_activation_maps_of_a_unet_and_a_transunet():
         activation_maps(model, x, ["nonexistent"])
 
 
+def test_activation_maps_at_the_studys_depths():
+    import torch
+
+    from crdetect.evaluation.evaluate import STUDY_DEPTHS, layers_at_depths
+    from crdetect.evaluation.plots import activation_maps
+    from crdetect.models.layers import fold_batch_norms
+
+    x = torch.randn(1, 1, 64, 64)
+    for name in ("deepcr_unet", "tunet_3"):
+        model = create_model(name).eval()
+        layers = layers_at_depths(model, x)
+        assert len(layers) == len(STUDY_DEPTHS) and len(set(layers)) == len(layers)
+        assert layers[0].startswith("encoder.0")  # depth 5: inside the first block (conv, norm, relu, conv, norm)
+        maps = activation_maps(model, x, layers)
+        assert all(m.ndim == 3 for m in maps.values())
+        # a network whose BatchNorms are folded for inference counts the same layers
+        assert layers_at_depths(fold_batch_norms(create_model(name).eval()), x) == layers
+    assert layers_at_depths(create_model("deepcr_unet"), x, (10_000,)) == [layers_at_depths(
+        create_model("deepcr_unet"), x, tuple(range(1, 200)))[-1]]
+
+
 def test_data_parallel_training_with_torchrun_on_cpu(ci_data, tmp_path):
     """Two gloo processes (the same code path as one process per GPU with NCCL): rank 0 writes the run."""
     import subprocess

@@ -103,10 +103,36 @@ def _evaluate_sources(detectors, frames_per_kind: int, out: Path, progress: bool
 
 
 def default_activation_layers(model) -> list[str]:
-    """Layers shown in activation maps: first encoder block, the bottleneck, the last decoder block."""
+    """Blocks shown in activation maps: first encoder block, the bottleneck, the last decoder block."""
     if hasattr(model, "conv_more"):  # TransUNet: CNN stem, tokens back as a map, last decoder block
         return ["encoder.0", "conv_more", f"decoder.{len(model.decoder) - 1}"]
     return ["encoder.0", f"encoder.{len(model.encoder) - 1}", f"decoder.{len(model.decoder) - 1}"]
+
+
+#: The depths at which the study shows activation maps (its layers 5, 14, 21 and 31).
+STUDY_DEPTHS = (5, 14, 21, 31)
+
+
+def layers_at_depths(model, x, depths: tuple[int, ...] = STUDY_DEPTHS) -> list[str]:
+    """The names of the layers at ``depths`` (1-based) in the order a forward pass of ``x`` runs the network's
+    leaf modules (convolutions, norms, activations, pooling...: the layers a Keras model lists; a BatchNorm folded
+    for inference is an identity in its place, so the count is the same), the last layer for a depth past the end.
+    Layers that return no single map (attention's tuples) are skipped."""
+    import torch
+
+    from .plots import forward_with_hooks
+
+    order: list[str] = []
+
+    def record(name):
+        def hook(_module, _inputs, output):
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and name not in order:
+                order.append(name)
+        return hook
+
+    forward_with_hooks(model, x, {name: record(name) for name, module in model.named_modules()
+                                  if name and not list(module.children())})
+    return list(dict.fromkeys(order[min(depth, len(order)) - 1] for depth in depths))
 
 
 def _most_cr_patch(test_h5: Path):
@@ -138,10 +164,16 @@ def _activation_figures(detectors, test_h5: Path, out: Path) -> list[Path]:
             continue
         seen.add(family)
         x = torch.from_numpy(d.detector.preprocessing.normalise(image, sample.scaling))[None, None]
-        maps = activation_maps(model, x.to(d.detector.device).contiguous(memory_format=d.detector.memory_format),
-                               default_activation_layers(model))
+        x = x.to(d.detector.device).contiguous(memory_format=d.detector.memory_format)
+        maps = activation_maps(model, x, default_activation_layers(model))
         figures.append(plot_activation_maps(maps, image, out / f"activations_{d.name}.png",
                                             title=f"{d.name}: feature maps and mean activation"))
+        # the study's figure: the maps at its depths (layers 5, 14, 21, 31 in forward order)
+        layers = layers_at_depths(model, x)
+        maps = activation_maps(model, x, layers)
+        figures.append(plot_activation_maps(maps, image, out / f"activations_depths_{d.name}.png",
+                                            title=f"{d.name}: layers {', '.join(map(str, STUDY_DEPTHS))} (forward "
+                                                  f"order: {', '.join(layers)}) and their mean activation"))
     return figures
 
 

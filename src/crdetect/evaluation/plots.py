@@ -97,23 +97,30 @@ def plot_prediction_maps(image: np.ndarray, truth: np.ndarray, predictions: dict
 
 def activation_maps(model, x, layer_names: list[str]) -> dict[str, np.ndarray]:
     """Feature maps (C, H, W) of the named sub-modules for one input (1, 1, H, W), via forward hooks."""
-    import torch
-
     modules = dict(model.named_modules())
     missing = [n for n in layer_names if n not in modules]
     if missing:
         raise ValueError(f"no layers {missing} in the model; some valid names: {list(modules)[1:12]}")
     captured: dict[str, np.ndarray] = {}
-    hooks = [modules[n].register_forward_hook(
-        lambda _m, _i, out, n=n: captured.__setitem__(n, out[0].detach().float().cpu().numpy())) for n in layer_names]
+    forward_with_hooks(model, x, {n: lambda _m, _i, out, n=n: captured.__setitem__(
+        n, out[0].detach().float().cpu().numpy()) for n in layer_names})
+    return captured
+
+
+def forward_with_hooks(model, x, hooks: dict) -> None:
+    """One forward pass of ``x`` in eval and inference mode with forward ``hooks`` (by module name) on the model's
+    modules, removed afterwards."""
+    import torch
+
+    modules = dict(model.named_modules())
+    handles = [modules[name].register_forward_hook(hook) for name, hook in hooks.items()]
     try:
         model.eval()
         with torch.inference_mode():
             model(x)
     finally:
-        for h in hooks:
-            h.remove()
-    return captured
+        for handle in handles:
+            handle.remove()
 
 
 def plot_activation_maps(maps: dict[str, np.ndarray], image: np.ndarray, out_path: str | Path, title: str = "",
