@@ -41,9 +41,13 @@ def frame(size):
 CHILD = r"""
 import json, os, resource, sys
 sys.path.insert(0, {src!r}) if {src!r} else None
+import importlib.util
 import numpy as np
-import torch
-torch.set_num_threads({threads})
+# this version runs the shipped models without torch (OpenVINO, threads given to the detector); older ones in torch
+NO_TORCH = importlib.util.find_spec("crdetect.background") is not None
+if not NO_TORCH:
+    import torch
+    torch.set_num_threads({threads})
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -59,7 +63,7 @@ if case == "astroscrappy":
     astroscrappy.detect_cosmics(image, gain=4.0, readnoise=6.0)
 elif case in ("predict", "predict_sky"):
     import crdetect
-    detector = crdetect.load_detector("default", device="cpu")
+    detector = crdetect.load_detector("default", device="cpu", **({{"threads": {threads}}} if NO_TORCH else {{}}))
     image = frame(size) if case == "predict" else np.random.default_rng(1).normal(1000.0, 10.0, (size, size)).astype(np.float32)
     detector.predict(image[:256, :256])
     base = rss()

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from crdetect.background import local_background
 from crdetect.baselines import NetworkDetector
 from crdetect.evaluation.benchmark import iterate_patches, real_frame_groups, score_detectors
 from crdetect.inference import load_detector
-from crdetect.preprocessing import Preprocessing, frame_statistics, local_background
+from crdetect.preprocessing import Preprocessing, frame_statistics
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 from numpy_reference import PatchDataset, local_background_reference, normalise_reference
 
+from crdetect.background import local_background_torch
 from crdetect.data.augment import AugmentSettings, BatchAugmenter, PatchSplit, batch_generator
 from crdetect.data.patches import PatchWriter
-from crdetect.preprocessing import FrameStatistics, Preprocessing, local_background_torch
+from crdetect.preprocessing import FrameStatistics, Preprocessing
 
 SKY, GAIN = 400.0, 2.0
 SIGMA = float(np.sqrt(SKY / GAIN + 25.0))

@@ -12,6 +12,7 @@ from numpy_reference import PatchDataset, add_line, add_pedestal
 from scipy import ndimage
 
 from crdetect import Preprocessing
+from crdetect.background import local_background
 from crdetect.data.inject import add_hits, cr_track, inject_crs, load_cr_library
 from crdetect.data.simulate import (
     PRESETS,
@@ -22,7 +23,7 @@ from crdetect.data.simulate import (
     plan,
     simulate_frame,
 )
-from crdetect.preprocessing import FrameStatistics, frame_statistics, local_background
+from crdetect.preprocessing import FrameStatistics, frame_statistics
 
 SMALL = DetectorModel(shape=(512, 512))
 

@@ -50,6 +50,20 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
 
     Returns a new float32 array of the image's shape.
     """
+    rows_of = background_rows(image, window, fill)
+    out = np.empty(np.shape(image), np.float32)
+
+    def fill_rows(rows: slice) -> None:
+        out[rows] = rows_of(rows)
+
+    on_row_blocks(fill_rows, out.shape[0])
+    return out
+
+
+def background_rows(image: np.ndarray, window: int, fill: float = 0.0):
+    """:func:`local_background` a block of rows at a time: the block medians and their median filter are computed
+    now, and the returned ``rows(slice)`` gives those rows of the background (float32), so that a caller can
+    subtract it block by block without a whole-frame array (4 bytes per pixel less at the peak)."""
     if window < _BACKGROUND_BLOCK:
         raise ValueError(f"local background window must be >= {_BACKGROUND_BLOCK} px, got {window}")
     image = np.asarray(image, np.float32)
@@ -59,12 +73,26 @@ def local_background(image: np.ndarray, window: int, fill: float = 0.0) -> np.nd
     height, width = image.shape
     rows = _reflect_indices(0, -(-height // block) * block, height)
     columns = _reflect_indices(0, -(-width // block) * block, width)
-    padded = image if (len(rows), len(columns)) == image.shape else image[np.ix_(rows, columns)]
-    blocks = padded.reshape(len(rows) // block, block, len(columns) // block, block)
-    medians = _median_of_nine([blocks[:, i, :, j] for i in range(block) for j in range(block)])
+    medians = np.empty((len(rows) // block, len(columns) // block), np.float32)
+
+    def block_medians(grid_rows: slice) -> None:
+        # a strip of the frame, padded by reflection only where it runs past the frame's bottom or right edge
+        wanted = rows[grid_rows.start * block:grid_rows.stop * block]
+        inside = wanted[-1] == wanted[0] + len(wanted) - 1 and wanted[-1] < height
+        strip = image[wanted[0]:wanted[0] + len(wanted)] if inside else image[wanted]
+        if len(columns) != width:
+            strip = strip[:, columns]
+        blocks = strip.reshape(len(wanted) // block, block, medians.shape[1], block)
+        medians[grid_rows] = _median_of_nine([blocks[:, i, :, j] for i in range(block) for j in range(block)])
+
+    on_row_blocks(block_medians, medians.shape[0], rows=64)
     size = max(1, int(round(window / block))) | 1
-    smooth = _median_filter(medians, size)
-    return _upsample_bilinear(_upsample_bilinear(smooth, 0), 1)[:height, :width]
+    coarse = _upsample_rows(_median_filter(medians, size))[:height]  # full resolution down the rows only
+
+    def background_of(wanted: slice) -> np.ndarray:
+        return _upsample_columns(coarse[wanted])[:, :width]
+
+    return background_of
 
 
 def on_row_blocks(function, height: int, rows: int = 128, threads: int = 2) -> None:
@@ -118,35 +146,34 @@ def _median_filter(grid: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _upsample_bilinear(grid: np.ndarray, axis: int) -> np.ndarray:
-    """``grid`` three times finer along ``axis``, interpolated linearly between block centres and held beyond the
+def _upsample_rows(grid: np.ndarray) -> np.ndarray:
+    """``grid`` three times finer down its rows, interpolated linearly between block centres and held beyond the
     outermost ones (torch's ``interpolate(..., scale_factor=3, mode="bilinear", align_corners=False)`` along one
     axis; torch rounds the source coordinates in float32, which moves its result by up to 1e-4 of the step
-    between neighbouring blocks). Along the rows (``axis=1``) blocks of rows are done on two threads."""
+    between neighbouring blocks)."""
     third, two_thirds = np.float32(1 / 3), np.float32(2 / 3)
-    if axis == 0:
-        before = np.concatenate([grid[:1], grid[:-1]])
-        after = np.concatenate([grid[1:], grid[-1:]])
-        out = np.empty((3 * grid.shape[0], grid.shape[1]), np.float32)
-        out[0::3] = grid * two_thirds + before * third
-        out[1::3] = grid
-        out[2::3] = grid * two_thirds + after * third
-        out[0], out[-1] = grid[0], grid[-1]
-        return out
-    out = np.empty((grid.shape[0], 3 * grid.shape[1]), np.float32)
+    before = np.concatenate([grid[:1], grid[:-1]])
+    after = np.concatenate([grid[1:], grid[-1:]])
+    out = np.empty((3 * grid.shape[0], grid.shape[1]), np.float32)
+    out[0::3] = grid * two_thirds + before * third
+    out[1::3] = grid
+    out[2::3] = grid * two_thirds + after * third
+    out[0], out[-1] = grid[0], grid[-1]
+    return out
 
-    def rows(block: slice) -> None:
-        part, into = grid[block], out[block]
-        into[:, 0::3] = part * two_thirds
-        into[:, 0::3][:, 1:] += part[:, :-1] * third
-        into[:, 0::3][:, 0] += part[:, 0] * third
-        into[:, 1::3] = part
-        into[:, 2::3] = part * two_thirds
-        into[:, 2::3][:, :-1] += part[:, 1:] * third
-        into[:, 2::3][:, -1] += part[:, -1] * third
-        into[:, 0], into[:, -1] = part[:, 0], part[:, -1]
 
-    on_row_blocks(rows, grid.shape[0])
+def _upsample_columns(part: np.ndarray) -> np.ndarray:
+    """:func:`_upsample_rows` along the columns of ``part`` (rows, columns): the same arithmetic."""
+    third, two_thirds = np.float32(1 / 3), np.float32(2 / 3)
+    out = np.empty((part.shape[0], 3 * part.shape[1]), np.float32)
+    out[:, 0::3] = part * two_thirds
+    out[:, 0::3][:, 1:] += part[:, :-1] * third
+    out[:, 0::3][:, 0] += part[:, 0] * third
+    out[:, 1::3] = part
+    out[:, 2::3] = part * two_thirds
+    out[:, 2::3][:, :-1] += part[:, 1:] * third
+    out[:, 2::3][:, -1] += part[:, -1] * third
+    out[:, 0], out[:, -1] = part[:, 0], part[:, -1]
     return out
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
 
-from .background import _BACKGROUND_BLOCK, local_background, local_background_torch, on_row_blocks
+from .background import _BACKGROUND_BLOCK, background_rows, local_background_torch, on_row_blocks
 from .errors import InputError
 
 if TYPE_CHECKING:  # torch is imported where it is used: numpy-only callers do not pay for it
@@ -292,15 +292,15 @@ class Preprocessing:
         has_nonfinite = bool(nonfinite.any())
         if has_nonfinite:
             plane[nonfinite] = sky
-        background = None
+        background = None  # the local background, a block of rows at a time (no whole-frame array)
         if self.subtract_sky and self.local_background is not None:
-            background = local_background(plane, self.local_background)
+            background = background_rows(plane, self.local_background)
         scale = sigma if self.scale == "noise" else np.float32(self.fixed_scale)
 
         def finish(rows: slice) -> None:
             part = plane[rows]
             if background is not None:
-                part -= background[rows]
+                part -= background(rows)
             elif self.subtract_sky:
                 part -= sky
             part /= scale

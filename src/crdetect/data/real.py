@@ -15,8 +15,9 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 from scipy import ndimage
 
+from ..background import local_background
 from ..frame import LabelledFrame
-from ..preprocessing import frame_statistics, local_background
+from ..preprocessing import frame_statistics
 
 
 def _read(path: Path, hdu=0, trim: bool = False) -> np.ndarray:
