@@ -149,13 +149,15 @@ def sharpness_at(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigma: float
     near = np.flatnonzero(near)
     near_ys, near_xs = np.divmod(near, image.shape[1])
     window = flat[_neighbours(near_ys, near_xs, 1, image.shape)].astype(np.float64)  # (9, near pixels)
-    smoothed = np.zeros(flat.size)
-    smoothed[near] = np.median(window, axis=0)
+    # median3 of the near pixels, looked up by their position in ``near`` (a frame-sized float64 array written at
+    # scattered pixels touched most of its 8 bytes per pixel: the veto's memory peak once the network is lean)
+    smoothed = np.median(window, axis=0)
     pixels = ys * image.shape[1] + xs
-    at = window[:, np.searchsorted(near, pixels)]  # rows: up-left, up, up-right, left, centre, right, ...
+    at_pixels = np.searchsorted(near, pixels)
+    at = window[:, at_pixels]  # rows: up-left, up, up-right, left, centre, right, ...
     # centre minus the mean of up, down, left, right (in that order: the sums round as they always did)
     laplacian = np.clip(at[4] - (at[1] + at[7] + at[3] + at[5]) / 4.0, 0, None)
-    fine = smoothed[pixels] - np.median(smoothed[around], axis=0)
+    fine = smoothed[at_pixels] - np.median(smoothed[np.searchsorted(near, around)], axis=0)
     fine = np.maximum(fine, p.fine_floor_sigma * sigma)
     return laplacian / fine, laplacian >= p.significant_laplacian * _LAPLACIAN_NOISE * sigma
 
