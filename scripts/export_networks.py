@@ -26,7 +26,6 @@ measured by ``crdetect evaluate --real ... --backend openvino --precision int8``
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -47,11 +46,11 @@ def export_float32(checkpoint: Path, out: Path) -> None:
     """The checkpoint's network, BatchNorms folded, as ONNX with a dynamic batch and tile size."""
     import torch
 
-    from crdetect.checkpoint import load_checkpoint, unwrap_model
-    from crdetect.models.layers import fold_batch_norms
+    from crdetect.checkpoint import load_checkpoint
+    from crdetect.inference.backends import inference_copy
 
     model, _ = load_checkpoint(checkpoint)
-    model = fold_batch_norms(copy.deepcopy(unwrap_model(model)).float().eval())
+    model = inference_copy(model).float()
     example = torch.zeros(1, 1, TILE, TILE)
     dynamic = {0: "batch", 2: "height", 3: "width"}
     # the TransUNets' attention would take torch's fused inference kernel, which ONNX has no operator for

@@ -78,7 +78,7 @@ def background_rows(image: np.ndarray, window: int, fill: float = 0.0):
     def block_medians(grid_rows: slice) -> None:
         # a strip of the frame, padded by reflection only where it runs past the frame's bottom or right edge
         wanted = rows[grid_rows.start * block:grid_rows.stop * block]
-        inside = wanted[-1] == wanted[0] + len(wanted) - 1 and wanted[-1] < height
+        inside = wanted[-1] - wanted[0] == len(wanted) - 1
         strip = image[wanted[0]:wanted[0] + len(wanted)] if inside else image[wanted]
         if len(columns) != width:
             strip = strip[:, columns]

@@ -34,11 +34,12 @@ def torch_available() -> bool:
         return False
 
 
-def require_torch(purpose: str):
-    """torch, imported, or :class:`crdetect._optional.MissingDependencyError` naming the extra that installs it."""
+def require_torch(purpose: str, extra: str = "torch"):
+    """torch, imported, or :class:`crdetect._optional.MissingDependencyError` naming ``extra``, the extra that
+    installs it for ``purpose`` (``"train"`` for simulation and training, which need more than torch)."""
     from ._optional import require
 
-    return require("torch", "torch", purpose)
+    return require("torch", extra, purpose)
 
 
 def _nvidia_driver_present() -> bool:

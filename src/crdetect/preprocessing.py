@@ -280,8 +280,8 @@ class Preprocessing:
     def _normalise_in_numpy(self, images: np.ndarray, sky: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """:meth:`normalise_batch`'s arithmetic on arrays (N, 1, H, W), in place on one float32 copy."""
         out = np.array(images, dtype=np.float32, copy=True)
-        levels = np.broadcast_to(np.asarray(sky, np.float32).reshape(-1, 1), (out.shape[0], out.shape[1])).ravel()
-        noises = np.broadcast_to(np.asarray(sigma, np.float32).reshape(-1, 1), (out.shape[0], out.shape[1])).ravel()
+        levels, noises = (np.broadcast_to(np.asarray(value, np.float32).reshape(-1, 1), out.shape[:2]).ravel()
+                          for value in (sky, sigma))
         for plane, level, noise in zip(out.reshape(-1, *out.shape[-2:]), levels, noises):
             self._normalise_plane(plane, level, noise)
         return out

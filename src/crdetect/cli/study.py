@@ -6,20 +6,13 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from ..device import require_torch
 from ..errors import CRDetectError
 from .arguments import number_type, positive_int
 
 
-def needs_torch(command: str, extra: str = "train") -> None:
-    """Raise the clear error of a missing extra when ``command`` runs without torch (detection does not need it;
-    simulation, training, labelling and evaluation do)."""
-    from .._optional import require
-
-    require("torch", extra, f"crdetect {command}")
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
-    needs_torch("simulate")
+    require_torch("crdetect simulate", "train")  # detection needs no torch; these do
     from ..data.simulate import build_benchmark, plan
 
     print(plan(args.preset, args.patch))
@@ -52,7 +45,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    needs_torch("train")
+    require_torch("crdetect train", "train")
     from ..preprocessing import Preprocessing
     from ..training import TrainConfig, train
 
@@ -83,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    needs_torch("study")
+    require_torch("crdetect study", "train")
     from ..training.study import load_study, run_study, select_rows
 
     overrides = {"epochs": args.epochs, "device": args.device, "crop": args.crop, "batch_size": args.batch_size,
@@ -108,7 +101,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    needs_torch("evaluate", "torch")
+    require_torch("crdetect evaluate")
     from ..evaluation.evaluate import evaluate
 
     if args.inpainting:
@@ -135,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    needs_torch("label")
+    require_torch("crdetect label", "train")
     import numpy as np
     from astropy.io import fits
 

@@ -84,10 +84,8 @@ class CRDetector:
             backend = resolve_backend(backend, self.device, precision, network_file=False)
             try:
                 self.runtime = make_network(model, self.device, precision, backend, threads)
-            except InputError:
-                raise
             except Exception as err:  # an operator OpenVINO cannot convert: torch runs the network
-                if backend != "openvino":
+                if backend != "openvino" or isinstance(err, InputError):
                     raise
                 logger.warning("OpenVINO cannot compile %s (%s); running it in torch", name or "the network", err)
                 self.runtime = make_network(model, self.device, precision, "torch")

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..device import check_precision, detection_device, require_torch, resolve_precision
+from ..device import detection_device, require_torch, resolve_precision
 from ..errors import InputError
 from ..preprocessing import Preprocessing
 from ..pretrained import PretrainedModel, list_pretrained, pretrained_entry, verify
@@ -136,7 +136,9 @@ def _shipped_detector(entry: PretrainedModel, device: str, precision: str, backe
     """A detector of a shipped model: its network file in OpenVINO, or its checkpoint in torch."""
     device = detection_device(device)
     backend = resolve_backend(backend, device, precision, network_file=bool(entry.networks))
-    precision = check_precision(resolve_precision(precision, device, backend, "int8" in entry.networks), device)
+    # OpenVINO's arithmetic is checked by resolve_backend; torch's by the CRDetector it gets (once: a second check
+    # would log its warnings twice)
+    precision = resolve_precision(precision, device, backend, "int8" in entry.networks)
     name = f"{entry.name} ({entry.architecture})"
     preprocessing = Preprocessing.from_dict(entry.preprocessing)
     if backend == "openvino" and precision in entry.networks:

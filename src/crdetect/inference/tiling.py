@@ -73,9 +73,9 @@ def pad_frame(image, multiple: int):
     reflect = pad_h < height and pad_w < width
     if isinstance(image, np.ndarray):
         return np.pad(image, ((0, pad_h), (0, pad_w)), mode="reflect" if reflect else "edge")
-    import torch.nn.functional as F
+    from ..models.layers import pad_to_multiple
 
-    return F.pad(image[None, None], (0, pad_w, 0, pad_h), mode="reflect" if reflect else "replicate")[0, 0]
+    return pad_to_multiple(image[None, None], multiple)[0][0, 0]
 
 
 def _zeros(shape: tuple[int, int], dtype: str, like):
