@@ -321,3 +321,30 @@ def test_the_study_config_has_opt_in_groupnorm_transunet_rows():
         network = create_model(row.config.model, **row.config.model_kwargs)
         assert any(isinstance(m, torch.nn.GroupNorm) for m in network.modules())
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+
+
+def test_a_groupnorm_transunet_trains(ci_data, tmp_path):
+    """Issue #25: the small TransUNets with GroupNorm train (group counts that divide their widths)."""
+    config = TrainConfig(model="tunet_3", model_kwargs={"norm": "group"}, data=str(ci_data), epochs=1, batch_size=2,
+                         epoch_patches=4, crop=128, max_val_patches=2, device="cpu")
+    row = train(config, tmp_path, progress=False)
+    assert row["train_loss"] > 0 and row["patches_seen"] == 4
+
+
+def test_a_run_continues_on_a_new_machine_from_its_committed_weights(ci_data, tmp_path):
+    """Issue #24: where the optimiser state did not travel, a run resumes from its committed float16 weights and
+    metrics.csv (epoch, patches seen, learning rate) with a fresh optimiser, and says so in run.log."""
+    config = TrainConfig(model="deepcr_unet", model_kwargs={"base_channels": 8}, data=str(ci_data), epochs=1,
+                         batch_size=4, crop=128, device="cpu")
+    train(config, tmp_path, progress=False)
+    assert (tmp_path / "weights.pt").stat().st_size < 0.7 * (tmp_path / "best.pt").stat().st_size  # float16
+    for state in ("last.pt", "best.pt"):
+        (tmp_path / state).unlink()  # what stays behind on the old machine
+    config.epochs = 2
+    row = train(config, tmp_path, progress=False)
+    assert row["epoch"] == 2
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and int(rows[1]["patches_seen"]) == 2 * int(rows[0]["patches_seen"])
+    assert "resumed from the committed weights.pt at epoch 2" in (tmp_path / "run.log").read_text()
+    assert (tmp_path / "last.pt").exists()  # the new machine's state from here on

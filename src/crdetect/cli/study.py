@@ -14,7 +14,10 @@ from .arguments import number_type, positive_int
 def cmd_simulate(args: argparse.Namespace) -> int:
     require_torch("crdetect simulate", "train")  # detection needs no torch; these do
     from ..data.simulate import build_benchmark, plan
+    from ..data.telescopes import CONSECUTIVE_PRESETS
 
+    if args.preset in CONSECUTIVE_PRESETS:
+        return _simulate_consecutive(args)
     print(plan(args.preset, args.patch))
     if args.dry_run:
         return 0
@@ -41,6 +44,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     counts = build_benchmark(args.out, args.preset, seed=args.seed, config=config, progress=not args.quiet,
                              jobs=args.jobs, patch=args.patch)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _simulate_consecutive(args: argparse.Namespace) -> int:
+    """``crdetect simulate --preset lco...``: LCO-like sets of consecutive exposures, labelled from the stacks."""
+    from ..data.lco import build_consecutive, plan_consecutive
+
+    decam_only = [f"--{name.replace('_', '-')}" for name in ("seeing", "cr_rate_scale", "bright_galaxies", "kinds")
+                  if getattr(args, name) is not None]
+    if decam_only:
+        raise CRDetectError(f"{', '.join(decam_only)} apply to the DECam-like presets (paper, small, ci), not to "
+                            f"{args.preset}, whose telescopes fix seeing and rates (crdetect.data.telescopes)")
+    print(plan_consecutive(args.preset, args.patch))
+    if args.dry_run:
+        return 0
+    if args.out is None:
+        raise CRDetectError("--out DIR is required (unless --dry-run)")
+    counts = build_consecutive(args.out, args.preset, seed=args.seed, progress=not args.quiet, jobs=args.jobs,
+                               patch=args.patch, stacks=not args.no_stacks)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " patches"
+          + ("" if args.no_stacks else "; the labelled exposures in stacks/") + "; label quality in meta.json")
     return 0
 
 
@@ -172,8 +196,12 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def add_parsers(subcommand) -> None:
     """The ``simulate``, ``train``, ``study``, ``label`` and ``evaluate`` subcommands."""
-    simulate = subcommand("simulate", help="build the DECam-like CR benchmark (HDF5 patches)")
-    simulate.add_argument("--preset", default="small", choices=["paper", "small", "ci"])
+    simulate = subcommand("simulate", help="build the DECam-like CR benchmark or LCO-like consecutive exposures "
+                                           "(HDF5 patches)")
+    simulate.add_argument("--preset", default="small", choices=["paper", "small", "ci", "lco", "lco-small", "lco-ci"],
+                          help="paper/small/ci: the DECam-like benchmark; lco/lco-small/lco-ci: LCO-like sets of "
+                               "three consecutive exposures (0.4, 1, 2 m) labelled from the stacks, with Gemini "
+                               "GMOS-like 1x1 and 2x2 test sets (Cosmic-CoNN's data)")
     simulate.add_argument("--out", help="output directory")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--seeing", type=float, nargs=2, metavar=("MIN", "MAX"),
@@ -190,7 +218,10 @@ def add_parsers(subcommand) -> None:
                           help="frames made in this many processes (the files are the same for any number)")
     simulate.add_argument("--patch", type=positive_int, default=None, metavar="PX",
                           help="cut the frames into PX x PX patches (a multiple of 16 up to 1024; default the "
-                               "study's 256) to train on larger crops, as Cosmic-CoNN trains on 1024 x 1024")
+                               "study's 256; the lco presets' 1024) to train on larger crops, as Cosmic-CoNN "
+                               "trains on 1024 x 1024")
+    simulate.add_argument("--no-stacks", action="store_true",
+                          help="lco presets: do not keep the labelled exposures as FITS files (stacks/), patches only")
     simulate.add_argument("--dry-run", action="store_true", help="print the plan and the patch counts only")
     simulate.set_defaults(func=cmd_simulate)
 
@@ -206,6 +237,9 @@ def add_parsers(subcommand) -> None:
     train.add_argument("--alpha-ramp-epochs", type=int, default=None,
                        help="median_weighted: epochs over which its alpha rises from 0 to 1 (default: all)")
     train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--epoch-patches", type=positive_int, default=None, metavar="N",
+                       help="patches per epoch, validated after each (default: one pass over the training set); "
+                            "validation every N crops on large training sets")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--optimizer", default=None, choices=["adam", "sgd"])

@@ -137,6 +137,20 @@ class PatchSplit:
         stop = n - n % batch_size if drop_last and n > batch_size else n
         return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
 
+    def stream_batches(self, batch_size: int, epoch: int, seed: int, per_epoch: int) -> list[torch.Tensor]:
+        """Index tensors of an epoch of ``per_epoch`` patches: the ``epoch``-th stretch of a stream of shuffled
+        passes over the split (pass ``p`` in the order :meth:`batches` gives epoch ``p``), so that validation can
+        come every ``per_epoch`` patches whatever the split's size; a last partial batch is dropped."""
+        n, start = len(self), epoch * per_epoch
+        stop = start + per_epoch
+        parts = []
+        for p in range(start // n, (stop - 1) // n + 1):
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + p))
+            parts.append(order[max(start - p * n, 0):min(stop - p * n, n)])
+        indices = torch.cat(parts)
+        usable = len(indices) - len(indices) % batch_size if len(indices) >= batch_size else len(indices)
+        return [indices[i:i + batch_size] for i in range(0, usable, batch_size)]
+
 
 # ---------------------------------------------------------------- batch augmentation
 

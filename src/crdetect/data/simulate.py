@@ -44,6 +44,7 @@ class DetectorModel:
     read_noise: float = 6.0  # e-
     full_well: float = 1.6e5  # e-
     adc_max: float = 65535.0  # ADU
+    pixel_scale: float = PIXEL_SCALE  # arcsec / px (of a binned pixel where the readout is binned)
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,12 @@ def line_kernel(length_px: float, angle: float) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def _wing_fraction(flux: float, fwhm_arcsec: float, beta: float, level: float = 0.5) -> float:
+def _wing_fraction(flux: float, fwhm_arcsec: float, beta: float, pixel_scale: float = PIXEL_SCALE,
+                   level: float = 0.5) -> float:
     """Fraction of a Moffat PSF's flux beyond the radius where its ``flux`` electrons fall to ``level``
     electrons per pixel: I(r) = flux (beta - 1) / (pi alpha^2) (1 + (r / alpha)^2)^-beta, and the flux
     beyond r is flux (1 + (r / alpha)^2)^(1 - beta); alpha from the FWHM."""
-    alpha = fwhm_arcsec / PIXEL_SCALE / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    alpha = fwhm_arcsec / pixel_scale / (2 * np.sqrt(2 ** (1 / beta) - 1))
     peak = flux * (beta - 1) / (np.pi * alpha**2)
     if peak <= level:
         return 1.0
@@ -180,34 +182,39 @@ def _psf(galsim, rng: np.random.Generator, config: SimulationConfig, fwhm: float
 
 
 def _render_sources(image: np.ndarray, rng: np.random.Generator, config: SimulationConfig, zero_point: float,
-                    exposure: float, fwhm: float) -> None:
+                    exposure: float, fwhm: float, offset: tuple[float, float] = (0.0, 0.0)) -> None:
     """Add stars and Sersic galaxies, convolved with the PSF (and, under non-sidereal tracking, trailed),
-    and moving objects, to ``image`` (electrons)."""
+    and moving objects, to ``image`` (electrons).
+
+    The sources drawn depend on ``rng``'s state alone, not on ``fwhm`` or ``offset``: generators in the same
+    state give consecutive exposures of one field, each with its own seeing and pointing ``offset`` (px)."""
     galsim = require("galsim", "train", "the DECam-like simulation")
     from scipy.signal import fftconvolve
 
     height, width = image.shape
     mpix = height * width / 1e6
+    scale = config.detector.pixel_scale
     gsparams = galsim.GSParams(maximum_fft_size=4096, folding_threshold=1e-2)
     psf = _psf(galsim, rng, config, fwhm)
     trail = rng.uniform(*config.trail_px) if config.trail_px[1] > 0 else 0.0
     tracking = line_kernel(trail, rng.uniform(0, np.pi)) if trail >= 1.0 else None
 
     def draw(profile, flux, kernel=tracking):
-        y, x = rng.uniform(0, height), rng.uniform(0, width)
+        y, x = rng.uniform(0, height) + offset[0], rng.uniform(0, width) + offset[1]
         profile = profile.withFlux(flux)
         # galsim sizes a stamp (and its FFTs) by the fraction of flux it may miss, whatever the flux: a mag-13
         # star's 30 px stamp ended 100 e- above the sky, a hard-edged square. Bright sources get the fraction
         # of a Moffat's flux beyond the radius where its wings fall below 0.5 e- per pixel (a larger stamp
         # alone would not do: the FFT's period would still be 30 px, and the star would fold into it)
-        fraction = _wing_fraction(flux, fwhm, config.moffat_beta)
+        fraction = _wing_fraction(flux, fwhm, config.moffat_beta, scale)
         if fraction < gsparams.folding_threshold:
             profile = profile.withGSParams(folding_threshold=fraction, maxk_threshold=min(1e-3, fraction))
-        stamp = profile.drawImage(scale=PIXEL_SCALE, offset=(x % 1 - 0.5, y % 1 - 0.5))
+        stamp = profile.drawImage(scale=scale, offset=(x % 1 - 0.5, y % 1 - 0.5))
         arr = stamp.array
         if kernel is not None:  # the kernel is odd-sized and centred: the stamp's centre stays in place
             arr = np.clip(fftconvolve(arr, kernel, mode="full"), 0, None)
-        add_stamp(image, arr, int(y) - arr.shape[0] // 2, int(x) - arr.shape[1] // 2)
+        # floor, not int(): a pointing offset may put a source's centre just off the top or left edge
+        add_stamp(image, arr, int(np.floor(y)) - arr.shape[0] // 2, int(np.floor(x)) - arr.shape[1] // 2)
 
     moving = rng.integers(config.moving_objects[0], config.moving_objects[1] + 1) if config.moving_objects[1] else 0
     for _ in range(moving):  # (no draw at all when there are none: the benchmark's frames stay as they were)
@@ -284,7 +291,7 @@ def render_scene(rng: np.random.Generator, config: SimulationConfig, band: str) 
     exposure = float(rng.uniform(*config.exposure_s))
     fwhm = float(rng.uniform(*config.seeing_arcsec))
     # sky varies by +-0.3 mag around the dark-sky value (moon, airmass)
-    sky_e = exposure * 10 ** (-0.4 * (sky_mag + rng.uniform(-0.3, 0.3) - zero_point)) * PIXEL_SCALE**2
+    sky_e = exposure * 10 ** (-0.4 * (sky_mag + rng.uniform(-0.3, 0.3) - zero_point)) * config.detector.pixel_scale**2
     signal = np.zeros(config.detector.shape, np.float32)
     _render_sources(signal, rng, config, zero_point, exposure, fwhm)
     return Scene(np.clip(signal, 0, None), float(sky_e), band, exposure, fwhm)

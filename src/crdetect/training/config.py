@@ -21,6 +21,7 @@ class TrainConfig:
     loss: str = "bce_dice"  # bce | dice | bce_dice | median_weighted (Cosmic-CoNN; needs the data's weight maps)
     alpha_ramp_epochs: int | None = None  # median_weighted: its alpha rises 0 -> 1 over this many epochs (None: all)
     epochs: int = 10
+    epoch_patches: int | None = None  # patches per epoch (validated after each); None: a pass over the training set
     batch_size: int = 8
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | sgd (momentum 0.9, weight decay 1e-4, as in the TransUNet paper)
@@ -59,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
+        if self.epoch_patches is not None and self.epoch_patches < self.batch_size:
+            raise ValueError(f"epoch_patches ({self.epoch_patches}) must be at least one batch ({self.batch_size})")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr must lie between 0 and lr ({self.lr}), got {self.min_lr}")
 

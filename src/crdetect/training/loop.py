@@ -31,6 +31,8 @@ from .config import TrainConfig
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "lr", "seconds", "patches_seen"]
+#: The run's latest weights in float16, the file a study commits (optimiser states stay on the machine).
+COMMITTED_WEIGHTS = "weights.pt"
 #: Offset of the validation batches' random streams (never an epoch number).
 _VALIDATION_STREAM = 1 << 30
 
@@ -89,8 +91,11 @@ class TrainingData:
     def train_batches(self, epoch: int, rank: int = 0, world: int = 1):
         """Augmented training batches of ``epoch`` (this rank's share of them when data-parallel)."""
         config = self.config
-        batches = self.train.batches(config.batch_size, shuffle=True, epoch=epoch, seed=config.seed,
-                                     drop_last=len(self.train) > config.batch_size)
+        if config.epoch_patches:
+            batches = self.train.stream_batches(config.batch_size, epoch, config.seed, config.epoch_patches)
+        else:
+            batches = self.train.batches(config.batch_size, shuffle=True, epoch=epoch, seed=config.seed,
+                                         drop_last=len(self.train) > config.batch_size)
         batches = batches[:len(batches) - len(batches) % world] if world > 1 else batches
         for number in range(rank, len(batches), world):
             g = batch_generator(self.device, config.seed, epoch, number)
@@ -102,7 +107,7 @@ class TrainingData:
             yield self.augmenter(self.val.batch(indices, self.device), g, train=False)
 
     def batches_per_epoch(self, world: int = 1) -> int:
-        n, size = len(self.train), self.config.batch_size
+        n, size = self.config.epoch_patches or len(self.train), self.config.batch_size
         count = n // size if n > size else 1
         return max(1, count // world) if world > 1 else count
 
@@ -127,9 +132,10 @@ def evaluate_loss_and_dice(model: torch.nn.Module, batches, loss_fn, device: tor
 class ModelRun:
     """One model being trained into ``out_dir``: network, optimiser, scheduler, loss, best score.
 
-    Resumes from ``out_dir/last.pt`` when it exists. Writes ``config.yaml``, ``metrics.csv`` (a row per
-    epoch), ``last.pt`` (with the optimiser's state), ``best.pt`` (lowest validation loss) and, with
-    ``keep_epochs``, ``epochs/eN.pt``.
+    Resumes from ``out_dir/last.pt`` when it exists, else from the committed ``weights.pt`` and ``metrics.csv``
+    with a fresh optimiser (a run continued on a new machine). Writes ``config.yaml``, ``metrics.csv`` (a row per
+    epoch), ``weights.pt`` (the latest weights in float16), ``last.pt`` (with the optimiser's state), ``best.pt``
+    (lowest validation loss), ``run.log`` (how it was resumed) and, with ``keep_epochs``, ``epochs/eN.pt``.
     """
 
     def __init__(self, config: TrainConfig, out_dir: str | Path, device: torch.device, preprocessing: Preprocessing,
@@ -164,7 +170,9 @@ class ModelRun:
             self.scheduler.load_state_dict(state["scheduler"])
             self.epoch, self.best_val = int(state["epoch"]) + 1, float(state["best_val_loss"])
             self.patches_seen, self.seconds = int(state.get("patches_seen", 0)), float(state.get("seconds", 0.0))
-            logger.info("resuming %s from epoch %d", self.out, self.epoch)
+            self.log(f"resumed from last.pt at epoch {self.epoch + 1} ({self.patches_seen} patches seen)")
+        elif (self.out / COMMITTED_WEIGHTS).exists() and (self.out / "metrics.csv").exists():
+            self._resume_from_committed_weights()
         self.model = self.network
         if distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -176,6 +184,36 @@ class ModelRun:
                 csv.writer(f).writerow(METRIC_COLUMNS)
         self.use_amp = config.amp and device.type == "cuda"  # bfloat16 needs no loss scaling: no GradScaler
         self._running, self._batches = 0.0, 0
+
+    def log(self, message: str) -> None:
+        """Log ``message`` and append it to the run's ``run.log`` (how the run went from window to window)."""
+        logger.info("%s: %s", self.out.name, message)
+        if self.is_main:
+            with open(self.out / "run.log", "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def _resume_from_committed_weights(self) -> None:
+        """Continue a run whose optimiser state did not travel (a new machine): its committed float16 weights and
+        ``metrics.csv`` give the network, the epoch, the patches seen, the training time, the best validation loss
+        and the learning rate; Adam's moments start afresh and the plateau count from zero."""
+        import csv
+
+        with open(self.out / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows:
+            return
+        weights, _ = load_checkpoint(self.out / COMMITTED_WEIGHTS)
+        self.network.load_state_dict(weights.state_dict())
+        self.epoch = int(rows[-1]["epoch"])
+        self.patches_seen = int(rows[-1]["patches_seen"])
+        self.seconds = sum(float(r["seconds"]) for r in rows)
+        self.best_val = min(float(r["val_loss"]) for r in rows)
+        self.scheduler.best = self.best_val
+        lr = float(rows[-1]["lr"])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.log(f"no optimiser state (last.pt) here: resumed from the committed {COMMITTED_WEIGHTS} at epoch "
+                 f"{self.epoch + 1} ({self.patches_seen} patches seen) with a fresh Adam at lr {lr:g}")
 
     @property
     def finished(self) -> bool:
@@ -237,6 +275,8 @@ class ModelRun:
             if config.keep_epochs:
                 (self.out / "epochs").mkdir(exist_ok=True)
                 save_checkpoint(self.out / "epochs" / f"e{self.epoch + 1}.pt", *saved)
+            # what a study commits (float16, no optimiser state): a new machine resumes from it
+            save_checkpoint(self.out / COMMITTED_WEIGHTS, *saved, half=True)
             save_checkpoint(self.out / "last.pt", *saved,
                             extra={"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                                    "epoch": self.epoch, "best_val_loss": self.best_val,
