@@ -348,3 +348,19 @@ def test_a_run_continues_on_a_new_machine_from_its_committed_weights(ci_data, tm
     assert [r["epoch"] for r in rows] == ["1", "2"] and int(rows[1]["patches_seen"]) == 2 * int(rows[0]["patches_seen"])
     assert "resumed from the committed weights.pt at epoch 2" in (tmp_path / "run.log").read_text()
     assert (tmp_path / "last.pt").exists()  # the new machine's state from here on
+
+
+def test_the_studys_convergence_rule():
+    """Issue #24: converged = at least 100,000 crops and less than 0.001 of validation Dice gained in the last quarter
+    of the crops (the rule of results/study/README.md)."""
+    from crdetect.training.study import convergence
+
+    def rows(dice, step=20_000):
+        return [{"patches_seen": step * (i + 1), "val_dice": d} for i, d in enumerate(dice)]
+
+    flat = convergence(rows([0.90, 0.94, 0.950, 0.9505, 0.9508, 0.9509, 0.9509, 0.9510]))
+    assert flat.converged and flat.crops_seen == 160_000 and flat.gain_last_quarter == pytest.approx(0.0001)
+    rising = convergence(rows([0.90, 0.92, 0.93, 0.94, 0.945, 0.948, 0.951, 0.953]))
+    assert not rising.converged and rising.gain_last_quarter == pytest.approx(0.005)
+    assert not convergence(rows([0.95, 0.95, 0.95, 0.95], step=10_000)).converged  # too few crops
+    assert not convergence([]).converged

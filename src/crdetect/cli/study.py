@@ -117,8 +117,13 @@ def cmd_study(args: argparse.Namespace) -> int:
         if not (Path(args.data) / name).is_file():
             raise CRDetectError(f"{Path(args.data) / name} is missing; build the data with "
                                 f"`crdetect simulate --preset paper --out {args.data}`")
+    if args.no_train and args.no_evaluate:
+        raise CRDetectError("--no-train and --no-evaluate leave nothing to do; drop one")
     run_study(study, args.out, models, args.time_budget, args.together, baselines, args.real, args.max_test_patches,
-              progress=not args.quiet, train=not args.no_train)
+              progress=not args.quiet, train=not args.no_train, score=not args.no_evaluate)
+    if args.no_evaluate:
+        print(f"trained into {args.out}/runs/ (not scored: crdetect study --no-train scores them)")
+        return 0
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/results.csv, results.md, runs/, evaluation/report.html")
     return 0
@@ -286,6 +291,9 @@ def add_parsers(subcommand) -> None:
                        help="training minutes for all rows together, shared equally")
     study.add_argument("--no-train", action="store_true",
                        help="only score the runs already in OUT/runs (e.g. trained on a GPU machine, scored here)")
+    study.add_argument("--no-evaluate", action="store_true",
+                       help="only train (a GPU window of a campaign: the validation Dice of every epoch is in each "
+                            "run's metrics.csv; score later with --no-train)")
     study.add_argument("--together", action="store_true",
                        help="train rows on the same batches at once (each batch is made once)")
     study.add_argument("--device", default=None)

@@ -43,7 +43,7 @@ class TrainConfig:
     amp: bool = True  # bfloat16 autocast, on CUDA only
     channels_last: bool | None = None  # None: on CUDA for models without GroupNorm (measured slower with it)
     compile: bool = False  # torch.compile the model (its compile time counts in the epoch's seconds)
-    time_budget_min: float | None = None  # stop after the epoch that exceeds this much training time
+    time_budget_min: float | None = None  # stop after the epoch that exceeds this much training time (this call's)
     seed: int = 0
     keep_epochs: bool = False  # also write epochs/eN.pt after every epoch (for weight averaging)
     init_from: str | None = None  # checkpoint whose weights start the run (fine-tuning, warm starts)

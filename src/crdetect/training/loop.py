@@ -173,6 +173,7 @@ class ModelRun:
             self.log(f"resumed from last.pt at epoch {self.epoch + 1} ({self.patches_seen} patches seen)")
         elif (self.out / COMMITTED_WEIGHTS).exists() and (self.out / "metrics.csv").exists():
             self._resume_from_committed_weights()
+        self._seconds_at_start = self.seconds  # the time budget counts this invocation's training only
         self.model = self.network
         if distributed:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -218,7 +219,8 @@ class ModelRun:
     @property
     def finished(self) -> bool:
         budget = self.config.time_budget_min
-        return self.epoch >= self.config.epochs or (budget is not None and self.seconds >= 60 * budget)
+        spent = self.seconds - self._seconds_at_start
+        return self.epoch >= self.config.epochs or (budget is not None and spent >= 60 * budget)
 
     def start_epoch(self) -> None:
         self.model.train()

@@ -88,13 +88,15 @@ def select_rows(study: Study, names: list[str] | None) -> list[StudyRow]:
 
 def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None, time_budget_min: float | None = None,
               together: bool = False, baselines: list[str] | None = None, real_root: str | Path | None = None,
-              max_test_patches: int | None = None, progress: bool = True, train: bool = True) -> list[dict]:
+              max_test_patches: int | None = None, progress: bool = True, train: bool = True,
+              score: bool = True) -> list[dict]:
     """Train the selected rows, evaluate them with the baselines and write the study's table.
 
     ``time_budget_min`` is shared equally by the rows (each stops after the epoch that exceeds its share).
     With ``together`` rows that agree on data and augmentation are trained on the same batches
     (:func:`crdetect.training.loop.train_together`). With ``train=False`` the runs already in
-    ``OUT/runs`` (trained on another machine, say) are only scored. Returns the table's rows.
+    ``OUT/runs`` (trained on another machine, say) are only scored; with ``score=False`` the rows are only trained
+    (a GPU window). Returns the table's rows (none when not scored).
     """
     from ..evaluation.evaluate import evaluate
 
@@ -104,6 +106,8 @@ def run_study(study: Study, out_dir: str | Path, models: list[str] | None = None
         rows = [replace(row, config=replace(row.config, time_budget_min=time_budget_min / len(rows))) for row in rows]
     if train:
         _train_rows(rows, out, together, progress)
+        if not score:
+            return []
     else:
         missing = [row.name for row in rows if not (out / "runs" / row.name / "best.pt").is_file()]
         if missing:
@@ -182,6 +186,34 @@ def study_table(rows: list[StudyRow], results: list[dict], out: Path) -> list[di
         line.update({column: published.get(name, {}).get(key) for key, column in _PUBLISHED.items()})
         table.append(line)
     return table
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Where a run stands against the study's convergence rule (:func:`convergence`)."""
+
+    crops_seen: int
+    best_val_dice: float
+    gain_last_quarter: float  # best validation Dice in the last quarter of the crops minus the best before it
+    converged: bool
+
+
+def convergence(metrics: list[dict], min_crops: int = 100_000, quarter: float = 0.25,
+                min_gain: float = 0.001) -> Convergence:
+    """The study's convergence rule (results/study/README.md, written before the runs): a run has converged when it
+    has seen at least ``min_crops`` crops and its best validation Dice (fixed threshold 0.5, the ``val_dice`` of
+    ``metrics.csv``) in the last ``quarter`` of its crops is less than ``min_gain`` above its best before them."""
+    if not metrics:
+        return Convergence(0, float("nan"), float("nan"), False)
+    crops = [int(row["patches_seen"]) for row in metrics]
+    dice = [float(row["val_dice"]) for row in metrics]
+    start = crops[-1] * (1 - quarter)
+    before = [d for c, d in zip(crops, dice) if c <= start]
+    after = [d for c, d in zip(crops, dice) if c > start]
+    if not before:  # the whole run lies in its last quarter: too few validations to tell
+        return Convergence(crops[-1], max(dice), float("nan"), False)
+    gain = max(after) - max(before)
+    return Convergence(crops[-1], max(dice), gain, crops[-1] >= min_crops and gain < min_gain)
 
 
 def _cell(value) -> str:
