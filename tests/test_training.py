@@ -364,3 +364,13 @@ def test_the_studys_convergence_rule():
     assert not rising.converged and rising.gain_last_quarter == pytest.approx(0.005)
     assert not convergence(rows([0.95, 0.95, 0.95, 0.95], step=10_000)).converged  # too few crops
     assert not convergence([]).converged
+
+
+def test_study_no_evaluate_only_trains(ci_data, tmp_path, capsys):
+    """Issue #24: a GPU window trains the rows and leaves the scoring to a later `crdetect study --no-train`."""
+    assert main(["study", "--data", str(ci_data), "--out", str(tmp_path), "--models", "deepcr_unet", "--epochs", "1",
+                 "--crop", "64", "--batch-size", "4", "--max-val-patches", "2", "--device", "cpu", "--no-evaluate",
+                 "--quiet"]) == 0
+    assert (tmp_path / "runs" / "deepcr_unet" / "weights.pt").exists() and not (tmp_path / "results.md").exists()
+    assert main(["study", "--data", str(ci_data), "--out", str(tmp_path), "--no-train", "--no-evaluate"]) != 0
+    assert "leave nothing to do" in capsys.readouterr().err
