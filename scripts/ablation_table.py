@@ -76,7 +76,10 @@ def table_rows(runs: Path, names, data: Path, max_patches: dict[str, int | None]
             continue
         config, metrics = run_config(run), read_metrics(run)
         side = config["crop"] or 1024
-        row = {"row": name, "model": config["model"], "norm": (config.get("model_kwargs") or {}).get("norm", "default"),
+        from crdetect.models import create_model, uses_group_norm
+
+        network = create_model(config["model"], **(config.get("model_kwargs") or {}))
+        row = {"row": name, "model": config["model"], "norm": "group" if uses_group_norm(network) else "batch",
                "loss": config["loss"], "crop": side}
         for level in DICE_LEVELS:  # pixels compare crops of different sizes; the 0.85 level also in crops
             crops = crops_to_level(metrics, level)
