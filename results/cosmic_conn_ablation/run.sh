@@ -3,7 +3,7 @@
 # (LCO-like consecutive exposures labelled from the stacks), 32 Mpix of training each (8 epochs of 4 Mpix: 128 crops of
 # 256 px or 32 of 1024 px), validation on 4 of the 1024 px validation patches after every epoch; then the small
 # TransUNet with BatchNorm and with GroupNorm on 256 px patches of the same frames; then the table.
-#   bash results/cosmic_conn_ablation/run.sh            (2 CPU cores: about an hour; DATA=... RUNS=... to move them)
+#   bash results/cosmic_conn_ablation/run.sh            (2 CPU cores: about 1.5 hours, data included; DATA=... RUNS=... to move them)
 # A GPU window runs the same rows at the study's scale by raising `epochs` (and `max_val_patches`) in configs/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
