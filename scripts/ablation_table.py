@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -142,7 +143,6 @@ def prediction_figures(unet_run: Path, tunet_run: Path, data: Path, out: Path, s
     from crdetect.evaluation.evaluate import score_as_probability
     from crdetect.evaluation.plots import plot_prediction_maps
     from crdetect.frame import LabelledFrame
-    from crdetect.preprocessing import FrameStatistics
 
     detectors = [run_detector(unet_run, f"{unet_run.name} (U-Net)"),
                  run_detector(tunet_run, f"{tunet_run.name} (TransUNet)")]
@@ -161,11 +161,10 @@ def prediction_figures(unet_run: Path, tunet_run: Path, data: Path, out: Path, s
                 y, x = max(((y, x) for y in steps for x in steps),
                            key=lambda o: mask[o[0]:o[0] + side, o[1]:o[1] + side].sum())
                 window = (slice(y, y + side), slice(x, x + side))
-                meta = {k: float(f[f"meta/{k}"][best]) for k in ("frame_sky", "frame_sigma", "gain", "read_noise")}
-                sample = LabelledFrame.of(f"{kind} patch {best}", f["image"][best][window], mask[window],
-                                          f["ignore"][best][window] > 0, meta["gain"], meta["read_noise"],
-                                          1.6e5 / meta["gain"],
-                                          statistics=FrameStatistics(meta["frame_sky"], meta["frame_sigma"]))
+                whole = next(itertools.islice(iterate_patches(data / test_file), best, None))  # its gain, sky, noise
+                sample = LabelledFrame.of(f"{kind} patch {best}", whole.image[window], whole.truth[window],
+                                          whole.ignore[window], whole.frame.gain, whole.frame.read_noise,
+                                          whole.frame.saturation, statistics=whole.statistics)
                 predictions = {d.name: score_as_probability(d, d.score(sample.frame, sample.scaling))
                                for d in detectors}
                 figures.append(plot_prediction_maps(sample.image, sample.truth, predictions,

@@ -114,9 +114,45 @@ def median_weight_numpy(median: np.ndarray) -> np.ndarray:
     return median_weight_map(tensor, alpha=0.0)[0, 0].numpy()
 
 
+def stack_patches(images: list[np.ndarray], labels: StackLabels, patch: int, gain: float, read_noise: float,
+                  frame_meta: list[dict] | None = None) -> tuple:
+    """The labelled exposures of a stack (rejected ones left out) cut into ``patch`` x ``patch`` patches with the
+    stack's median weight map: (images, masks, ignores, weights, meta) in
+    :class:`crdetect.data.patches.PatchWriter`'s form, meta a list per key. ``frame_meta`` gives each exposure's
+    ``band``, ``kind``, ``exposure_s``, ``seeing_arcsec`` and ``sky_adu`` where they are known (default: unknown, a
+    real frame, the measured sky)."""
+    from .augment import WEIGHT_SCALE
+    from .patches import PatchWriter
+
+    height, width = labels.median.shape
+    origins = [(y, x) for y in range(0, height - patch + 1, patch) for x in range(0, width - patch + 1, patch)]
+    weight = np.round(np.clip(labels.weight, 0, 1) * WEIGHT_SCALE).astype(np.uint8)
+    planes: dict[str, list] = {"image": [], "mask": [], "ignore": [], "weight": []}
+    meta: dict[str, list] = {k: [] for k in PatchWriter.META}
+    for frame_id, (image, frame) in enumerate(zip(images, labels.frames)):
+        if frame.rejected:
+            continue
+        stats = frame_statistics(image)
+        known = {"band": "-", "kind": "real", "exposure_s": np.nan, "seeing_arcsec": np.nan, "sky_adu": stats.sky,
+                 **(frame_meta[frame_id] if frame_meta else {})}
+        for y, x in origins:
+            window = (slice(y, y + patch), slice(x, x + patch))
+            planes["image"].append(np.asarray(image[window], np.float32))
+            planes["mask"].append(frame.cr_mask[window].astype(np.uint8))
+            planes["ignore"].append(frame.ignore[window].astype(np.uint8))
+            planes["weight"].append(weight[window])
+            values = {**known, "gain": gain, "read_noise": read_noise, "frame_sky": stats.sky,
+                      "frame_sigma": stats.sigma, "frame_id": frame_id, "y0": y, "x0": x}
+            for key in PatchWriter.META:
+                meta[key].append(values[key])
+    arrays = [np.stack(planes[n]) if planes[n] else np.zeros((0, patch, patch), np.float32 if n == "image" else np.uint8)
+              for n in ("image", "mask", "ignore", "weight")]
+    return (*arrays, meta)
+
+
 def write_training_set(images: list[np.ndarray], labels: StackLabels, gain: float, read_noise: float,
                        out_dir, val_every: int = 10, patch: int = 256) -> dict[str, int]:
-    """Cut the labelled exposures of a stack into ``patch`` x ``patch`` training patches.
+    """Cut the labelled exposures of a stack into ``patch`` x ``patch`` training patches (:func:`stack_patches`).
 
     Writes ``train.h5`` and ``val.h5`` (every ``val_every``-th patch) in the layout of
     :func:`crdetect.data.simulate.build_benchmark`, with the stack's median weight map as ``weight`` (for
@@ -124,7 +160,6 @@ def write_training_set(images: list[np.ndarray], labels: StackLabels, gain: floa
     """
     from pathlib import Path
 
-    from .augment import WEIGHT_SCALE
     from .patches import PatchWriter, check_patch
 
     check_patch(patch)
@@ -133,25 +168,13 @@ def write_training_set(images: list[np.ndarray], labels: StackLabels, gain: floa
         raise InputError(f"the exposures ({height} x {width} px) are smaller than one {patch} x {patch} patch")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    origins = [(y, x) for y in range(0, height - patch + 1, patch) for x in range(0, width - patch + 1, patch)]
-    weight = np.round(np.clip(labels.weight, 0, 1) * WEIGHT_SCALE).astype(np.uint8)
+    *arrays, meta = stack_patches(images, labels, patch, gain, read_noise)
+    is_val = np.arange(len(arrays[0])) % val_every == val_every - 1
     writers = {name: PatchWriter(out / f"{name}.h5", 0, patch) for name in ("train", "val")}
-    counter = 0
     try:
-        for frame_id, (image, frame) in enumerate(zip(images, labels.frames)):
-            if frame.rejected:
-                continue
-            stats = frame_statistics(image)
-            for y, x in origins:
-                window = (slice(y, y + patch), slice(x, x + patch))
-                meta = {"band": "-", "kind": "real", "exposure_s": np.nan, "seeing_arcsec": np.nan, "gain": gain,
-                        "read_noise": read_noise, "sky_adu": stats.sky, "frame_sky": stats.sky,
-                        "frame_sigma": stats.sigma, "frame_id": frame_id, "y0": y, "x0": x}
-                split = "val" if counter % val_every == val_every - 1 else "train"
-                counter += 1
-                writers[split].add(np.asarray(image[window], np.float32)[None],
-                                   frame.cr_mask[window].astype(np.uint8)[None],
-                                   frame.ignore[window].astype(np.uint8)[None], weight[window][None], meta)
+        for name, select in (("train", ~is_val), ("val", is_val)):
+            if select.any():
+                writers[name].add(*(a[select] for a in arrays), {k: np.asarray(v)[select] for k, v in meta.items()})
     finally:
         for writer in writers.values():
             writer.close()

@@ -4,13 +4,13 @@ Each set is three exposures of one field by one telescope class (:mod:`crdetect.
 stars and galaxies, each exposure with its own seeing (+-10 % of the set's), transparency (0-3 % loss), sky
 (+-5 %), sub-pixel pointing residual (what registration to whole pixels leaves, +-0.5 px), Poisson and read
 noise and cosmic rays; the detector's bad columns and hot pixels are the same in all three. Every exposure is
-written as a FITS file (``stacks/<split>/``, its labels CRMASK, IGNORE and TRUTH beside it in ``*_crlabel.fits``) and
-the set is labelled
-by :func:`crdetect.data.consecutive.label_stack` (what ``crdetect label`` runs, Cosmic-CoNN's recipe for real
-LCO data). The labelled exposures are cut into patches (1024 x 1024 by default, with the median-weighted loss's
-weight maps): ``train.h5``, ``val.h5`` (whole sets), ``test.h5`` (the LCO classes) and ``test_gemini_1x1.h5``,
-``test_gemini_2x2.h5``. ``meta.json`` records the counts and how good the labels are against the simulator's
-truth (a pixel whose injected charge is at least 2 sigma of its noise, as in the DECam benchmark).
+written as a FITS file (``stacks/<split>/``, its labels CRMASK, IGNORE and TRUTH beside it in ``*_crlabel.fits``)
+and the set is labelled by :func:`crdetect.data.consecutive.label_stack` (what ``crdetect label`` runs,
+Cosmic-CoNN's recipe for real LCO data). The labelled exposures are cut into patches (1024 x 1024 by default, with
+the median-weighted loss's weight maps): ``train.h5``, ``val.h5`` (whole sets), ``test.h5`` (the LCO classes) and
+``test_gemini_1x1.h5``, ``test_gemini_2x2.h5``. ``meta.json`` records the counts and how good the labels are
+against the simulator's truth (a pixel whose injected charge is at least 2 sigma of its noise, as in the DECam
+benchmark).
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..preprocessing import frame_statistics
-from .augment import WEIGHT_SCALE
-from .consecutive import label_stack
+from .consecutive import label_stack, stack_patches
 from .inject import CRLibrary, load_cr_library
 from .patches import PatchWriter, check_patch
 from .presets import BANDS
@@ -72,7 +70,7 @@ def telescope_config(telescope: Telescope, shape: tuple[int, int], cr_rate_scale
                              telescope.pixel_scale)
     return replace(base, detector=detector, exposure_s=telescope.exposure_s, seeing_arcsec=telescope.seeing_arcsec,
                    stars_per_mpix=base.stars_per_mpix * sky_area, galaxies_per_mpix=base.galaxies_per_mpix * sky_area,
-                   hot_pixels_per_mpix=base.hot_pixels_per_mpix, cr_rate_scale=cr_rate_scale)
+                   cr_rate_scale=cr_rate_scale)
 
 
 @dataclass
@@ -175,36 +173,6 @@ def write_stack_fits(s: ConsecutiveSet, directory: Path, set_id: int) -> None:
         labels.writeto(stem.parent / f"{stem.name}_crlabel.fits")
 
 
-def stack_patches(s: ConsecutiveSet, patch: int) -> tuple:
-    """The labelled exposures of ``s`` (rejected ones left out) cut into ``patch`` x ``patch`` patches:
-    (images, masks, ignores, weights, meta) in :class:`crdetect.data.patches.PatchWriter`'s form."""
-    height, width = s.labels.median.shape
-    origins = [(y, x) for y in range(0, height - patch + 1, patch) for x in range(0, width - patch + 1, patch)]
-    weight = np.round(np.clip(s.labels.weight, 0, 1) * WEIGHT_SCALE).astype(np.uint8)
-    planes: dict[str, list] = {"image": [], "mask": [], "ignore": [], "weight": []}
-    meta: dict[str, list] = {k: [] for k in PatchWriter.META}
-    tel = TELESCOPES[s.telescope]
-    for k, (frame, label) in enumerate(zip(s.frames, s.labels.frames)):
-        if label.rejected:
-            continue
-        stats = frame_statistics(frame.image)
-        for y, x in origins:
-            window = (slice(y, y + patch), slice(x, x + patch))
-            planes["image"].append(frame.image[window])
-            planes["mask"].append(label.cr_mask[window].astype(np.uint8))
-            planes["ignore"].append(label.ignore[window].astype(np.uint8))
-            planes["weight"].append(weight[window])
-            values = {"band": s.band, "kind": s.telescope, "exposure_s": frame.exposure_s,
-                      "seeing_arcsec": frame.seeing_arcsec, "gain": tel.gain, "read_noise": tel.read_noise,
-                      "sky_adu": frame.sky_adu, "frame_sky": stats.sky, "frame_sigma": stats.sigma, "frame_id": k,
-                      "y0": y, "x0": x}
-            for key, value in values.items():
-                meta[key].append(value)
-    arrays = [np.stack(planes[n]) if planes[n] else np.zeros((0, patch, patch), np.float32 if n == "image" else np.uint8)
-              for n in ("image", "mask", "ignore", "weight")]
-    return (*arrays, meta)
-
-
 def set_jobs(preset: ConsecutivePreset) -> list[tuple[str, str, int]]:
     """(split, telescope, index) of every set: of each class's training sets every ``val_every``-th goes to validation
     (its last one where it has too few for that, but at least two), whole sets, so that the exposures of one field
@@ -231,7 +199,10 @@ def _make_set(job: tuple[str, str, int], seed: int, preset: ConsecutivePreset, o
                      preset.cr_rate_scale, preset.exposures)
     if out is not None:
         write_stack_fits(s, out / "stacks" / split, index)
-    return stack_patches(s, patch), label_counts(s)
+    tel = TELESCOPES[s.telescope]
+    known = [{"band": s.band, "kind": s.telescope, "exposure_s": f.exposure_s, "seeing_arcsec": f.seeing_arcsec,
+              "sky_adu": f.sky_adu} for f in s.frames]
+    return stack_patches([f.image for f in s.frames], s.labels, patch, tel.gain, tel.read_noise, known), label_counts(s)
 
 
 def plan_consecutive(preset: str, patch: int | None = None) -> str:

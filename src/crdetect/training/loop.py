@@ -197,8 +197,6 @@ class ModelRun:
         """Continue a run whose optimiser state did not travel (a new machine): its committed float16 weights and
         ``metrics.csv`` give the network, the epoch, the patches seen, the training time, the best validation loss
         and the learning rate; Adam's moments start afresh and the plateau count from zero."""
-        import csv
-
         with open(self.out / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         if not rows:
